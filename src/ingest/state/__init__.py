@@ -1,0 +1,1 @@
+"""Durable state shared by every mode: idempotency keys, watermarks, dead letters, manifests."""

@@ -1,0 +1,1 @@
+"""Signed webhooks: signature schemes, dedup, inbox/outbox and the FastAPI receiver."""
