@@ -28,9 +28,10 @@ def test_receiver_ready_only_when_postgres_answers() -> None:
         assert httpx.get(f"{url}/readyz").status_code == 200
         # Unknown sources are refused before anything is read or stored.
         assert httpx.post(f"{url}/webhooks/nope", content=b"{}").status_code == 404
-        assert 'ingest_webhook_events_total{result="unknown_source",source="unknown"} 1.0' in httpx.get(
-            f"{url}/metrics"
-        ).text
+        assert (
+            'ingest_webhook_events_total{result="unknown_source",source="unknown"} 1.0'
+            in httpx.get(f"{url}/metrics").text
+        )
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     with serve_in_thread(create_receiver_app(_settings(database_url=dead))) as url:
         response = httpx.get(f"{url}/readyz")

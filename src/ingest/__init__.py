@@ -4,6 +4,9 @@ Modules:
 
 - `ingest.checkpoint`: Checkpoint cells: export one notebook into the package, then run the tests of what it exported.
 - `ingest.datagen.orders`: Deterministic "orders" records for the S3 drops, generated in column chunks.
+- `ingest.datagen.s3`: S3 batch drops: data files laid out under the keys they get in a bucket, plus the truth.
+- `ingest.datagen.saas`: A small SaaS export: Stripe list-customers pages and a Salesforce Bulk API 2.0 query result.
+- `ingest.datagen.webhooks`: Webhook deliveries, unsigned: what a receiver would be sent, in delivery order.
 - `ingest.demo`: ``ingest demo``: the stack, the state schema and one REST source, end to end.
 - `ingest.errors`: One exception tree for the whole package.
 - `ingest.metrics_app`: ``ingest serve metrics``: a Prometheus exporter for the stack and the load log (wiring).

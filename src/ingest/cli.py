@@ -187,10 +187,10 @@ def data_generate(
     """Write a large deterministic data set (REST, webhooks, S3 drops, SaaS) and its expected.json."""
     from rich.progress import Progress
 
-    from ingest.datagen import generate
+    from ingest.datagen import generate, progress_total
 
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("generating", total=None)
+        task = progress.add_task("generating", total=progress_total(rows))
         summary = generate(
             out_dir, rows=rows, seed=seed, progress=lambda n: progress.advance(task, n)
         )

@@ -28,7 +28,9 @@ class StateCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("ingest_service_up", "1 when the service answers a real request.", labels=["service"])
+        up = GaugeMetricFamily(
+            "ingest_service_up", "1 when the service answers a real request.", labels=["service"]
+        )
         given = {
             "postgres": self.settings.database_url,
             "redis": self.settings.redis_url,
@@ -45,7 +47,9 @@ class StateCollector(Collector):
             labels=["source"],
         )
         rows = GaugeMetricFamily(
-            "ingest_source_last_rows_loaded", "Rows loaded by the source's last successful run.", labels=["source"]
+            "ingest_source_last_rows_loaded",
+            "Rows loaded by the source's last successful run.",
+            labels=["source"],
         )
         if self.settings.database_url:
             query = sql.SQL(

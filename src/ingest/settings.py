@@ -7,8 +7,8 @@ Library code never builds ``Settings()`` at import time: it asks ``get_settings(
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "default_home", "get_settings", "stack_env_file"]
+
 
 def default_home(start: Path | None = None) -> Path:
     """``.ingest`` in the project root, so a notebook (whose working directory is its own folder)
@@ -41,7 +42,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
 
     home: Path = Field(
-        default_factory=default_home, description="Working directory of the local stack (data, logs, stack.env)."
+        default_factory=default_home,
+        description="Working directory of the local stack (data, logs, stack.env).",
     )
     database_url: str | None = Field(None, description="PostgreSQL URL (libpq form).")
     redis_url: str | None = Field(None, description="Redis URL.")
@@ -60,7 +62,6 @@ class Settings(BaseSettings):
     stack_redis_port: int = Field(56379, description="Port of the embedded Redis.")
     stack_s3_port: int = Field(55000, description="Port of the embedded moto S3 server.")
     stack_mock_api_port: int = Field(58080, description="Port of the mock API.")
-
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

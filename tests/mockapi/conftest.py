@@ -6,6 +6,7 @@ every test starts from ``PUT /_admin/config`` with its own config, which also ze
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -22,16 +23,13 @@ HOST = "127.0.0.1"
 Configure = Callable[..., dict[str, Any]]
 
 
-@pytest.fixture(scope="session")
-def mockapi_url() -> Iterator[str]:
-    """Base URL of a mock API subprocess, stopped at the end of the session."""
+@contextlib.contextmanager
+def running_server(*args: str) -> Iterator[str]:
+    """``python -m ingest.mockapi ARGS`` on a free port; yields its base URL, then stops it."""
     port = free_port(HOST)
+    argv = [sys.executable, "-m", "ingest.mockapi", "--host", HOST, "--port", str(port), *args]
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.mockapi", "--host", HOST, "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             try:
                 wait_for_port(HOST, port, timeout=30)
@@ -46,6 +44,13 @@ def mockapi_url() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mockapi_url() -> Iterator[str]:
+    """Base URL of a mock API subprocess, stopped at the end of the session."""
+    with running_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,9 +25,7 @@ def only(kind: str, **faults: Any) -> dict[str, Any]:
 
 def server_log(client: httpx.Client, who: str | None = None) -> list[dict[str, Any]]:
     params = {"client": who} if who else {}
-    entries: list[dict[str, Any]] = client.get("/_admin/requests", params=params).json()[
-        "requests"
-    ]
+    entries: list[dict[str, Any]] = client.get("/_admin/requests", params=params).json()["requests"]
     return entries
 
 
@@ -154,7 +152,10 @@ def test_the_same_seed_faults_the_same_requests_at_any_concurrency(
         httpx.Client(base_url=mockapi_url, timeout=10.0, limits=limits) as pooled,
         ThreadPoolExecutor(16) as pool,
     ):
-        concurrent = dict(zip(URLS, pool.map(lambda u: _outcome(pooled, u), URLS), strict=True))
+        # Reversed as well as concurrent: a shared random stream would now hand out other draws.
+        backwards = URLS[::-1]
+        outcomes = pool.map(lambda u: _outcome(pooled, u), backwards)
+        concurrent = dict(zip(backwards, outcomes, strict=True))
     second = _faulted(client)
 
     assert 10 <= len(first) <= 40  # about 30% of 80, so the comparison is not vacuous
@@ -174,9 +175,7 @@ def _statuses(client: httpx.Client, n: int, url: str = DATA) -> list[int]:
     return [client.get(url).status_code for _ in range(n)]
 
 
-def test_max_consecutive_faults_bounds_a_streak(
-    client: httpx.Client, configure: Configure
-) -> None:
+def test_max_consecutive_faults_bounds_a_streak(client: httpx.Client, configure: Configure) -> None:
     configure(faults=only("500", max_consecutive_faults=2))
     assert _statuses(client, 9) == [500, 500, 200] * 3
     configure(faults=only("500", max_consecutive_faults=None))

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.mockapi.fixtures import rest_record, rest_records
 
-from .conftest import Configure
+from .conftest import Configure, running_server
 
 N = 237  # not a multiple of the page size, so the last page is short
 SEED = 3
@@ -198,3 +198,9 @@ def test_link_header_on_the_last_page_has_no_next(
 
 def test_healthz(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_command_line_sets_records_and_seed() -> None:
+    with running_server("--records", "7", "--seed", "2") as url:
+        body = httpx.get(f"{url}/rest/offset/customers", timeout=10).json()
+    assert body["items"] == rest_records(7, seed=2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import random
 import string
@@ -17,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 __all__ = [
     "CHUNK_ROWS",
@@ -37,7 +36,8 @@ __all__ = [
 ProgressFn = Callable[[int], None]
 """Called with the number of rows just written (a delta, ready for ``Progress.advance``)."""
 
-# Rows held in memory at once by any writer; bounds memory whatever ``rows`` is.
+# Rows held in memory at once by any writer; bounds memory whatever ``rows`` is. Writers read it
+# at call time (``_common.CHUNK_ROWS``), so a test can shrink it to show that memory stays flat.
 CHUNK_ROWS = 10_000
 
 _ALNUM = string.ascii_letters + string.digits
@@ -81,7 +81,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 @contextmanager
-def open_sink(path: Path, *, gzipped: bool) -> Iterator[io.BufferedIOBase]:
+def open_sink(path: Path, *, gzipped: bool) -> Iterator[BinaryIO]:
     """A binary writer for ``path``, gzip-compressed when asked.
 
     ``mtime=0`` and an empty file name keep the gzip header free of anything that changes between
@@ -91,7 +91,8 @@ def open_sink(path: Path, *, gzipped: bool) -> Iterator[io.BufferedIOBase]:
     with path.open("wb") as raw:
         if gzipped:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
-                yield zipped
+                # GzipFile is a binary file in all but typeshed's name; TextIOWrapper wraps it.
+                yield cast(BinaryIO, zipped)
         else:
             yield raw
 

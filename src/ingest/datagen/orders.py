@@ -14,7 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ingest.datagen._common import CHUNK_ROWS, iso_s
+from ingest.datagen import _common
+from ingest.datagen._common import iso_s
 from ingest.mockapi.fixtures import BASE_TIME
 
 __all__ = [
@@ -149,14 +150,15 @@ def iter_orders(
     count: int,
     customers: int,
     tricky_first: bool = False,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> Iterator[OrderChunk]:
-    """Orders ``first .. first + count - 1`` in chunks of at most ``chunk_rows``.
+    """Orders ``first .. first + count - 1`` in chunks of at most ``chunk_rows`` (``CHUNK_ROWS``).
 
     ``customers`` bounds ``customer_id`` so every order points at a REST customer.
     ``tricky_first`` puts a comma-and-newline note in the first rows, so a small file is still
     guaranteed to exercise CSV quoting.
     """
+    limit = chunk_rows or _common.CHUNK_ROWS
     chunk = OrderChunk()
     for k in range(count):
         n = first + k
@@ -174,7 +176,7 @@ def iter_orders(
             chunk.note.append(None)
         chunk.created.append(order_created_epoch(n, rng.randrange(SECONDS_PER_ORDER)))
         chunk.shipping.append(rng.choice(_SHIPPING))
-        if len(chunk) == chunk_rows:
+        if len(chunk) == limit:
             yield chunk
             chunk = OrderChunk()
     if len(chunk):

@@ -76,9 +76,7 @@ def migrate(url: str, *, schema: str) -> list[Migration]:
     except psycopg.OperationalError as exc:
         raise StackError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn, conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ingest.migrate:{schema}",)
-        )
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ingest.migrate:{schema}",))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         conn.execute(_TRACKING)

@@ -32,7 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ingest webhook receiver", version="0.1.0")
     registry = CollectorRegistry()
     events = Counter(
-        "ingest_webhook_events", "Webhook deliveries by source and result.", ["source", "result"], registry=registry
+        "ingest_webhook_events",
+        "Webhook deliveries by source and result.",
+        ["source", "result"],
+        registry=registry,
     )
     app.state.registry = registry
     app.state.settings = settings or get_settings()
@@ -44,11 +47,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz(cfg: SettingsDep) -> JSONResponse:
         if not cfg.database_url:
-            return JSONResponse({"status": "unavailable", "reason": "no database configured"}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "reason": "no database configured"}, status_code=503
+            )
         try:
             await asyncio.to_thread(_ping_database, cfg.database_url)
         except psycopg.Error:
-            return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "reason": "database unreachable"}, status_code=503
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
