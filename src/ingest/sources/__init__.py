@@ -1,0 +1,1 @@
+"""Sources: YAML specifications and the runners that pull them."""
