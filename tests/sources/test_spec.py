@@ -56,9 +56,6 @@ def test_every_problem_is_reported_with_file_and_field(tmp_path: Path) -> None:
 
 def test_duplicate_names_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "all.yaml").write_text(
-        "sources:\n" + "\n".join("  - " + line for line in [""]) + "\n"
-    )
-    (tmp_path / "all.yaml").write_text(
         "sources:\n  - {name: a, kind: rest, connection: {base_url: 'http://x'}, primary_key: [id]}\n"
         "  - {name: a, kind: rest, connection: {base_url: 'http://x'}, primary_key: [id]}\n"
     )
