@@ -22,6 +22,7 @@ Modules:
 - `ingest.mockapi.rest`: Generic REST routes: one endpoint per pagination style, all over the same fixture records.
 - `ingest.mockapi.state`: Per-run state: the dataset, fault planner, rate limiter, per-client counters and request log.
 - `ingest.settings`: Settings, read from ``INGEST_*`` environment variables and ``.ingest/stack.env``.
+- `ingest.sources.spec`: Source specifications: the YAML a platform engineer writes to add a source.
 - `ingest.stack`: The local stack: real services, started from wheels when nobody gave us one.
 - `ingest.state.db`: Connections to the state database, scoped to one schema.
 - `ingest.state.migrate`: Apply the numbered SQL migrations in ``migrations/`` to one schema, idempotently.

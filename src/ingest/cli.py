@@ -14,7 +14,10 @@ from rich.table import Table
 from ingest.errors import IngestError
 
 if TYPE_CHECKING:
+    from ingest.settings import Settings
+    from ingest.sources.rest import RunResult
     from ingest.stack import ServiceStatus, Stack
+    from ingest.state.dlq import DeadLetterQueue
 
 __all__ = ["app", "main"]
 
@@ -31,10 +34,14 @@ serve_app = typer.Typer(
     help="Run one of the project's servers in the foreground.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Sample data sets.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: what could not be accepted, kept with its reason.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(serve_app, name="serve")
 app.add_typer(data_app, name="data")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console(stderr=True)
 out = Console()
@@ -115,18 +122,247 @@ def stack_status() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the state migrations to INGEST_DB_SCHEMA (idempotent)."""
-    from ingest.settings import get_settings
     from ingest.state.migrate import migrate
 
-    settings = get_settings()
-    if not settings.database_url:
-        raise _fail("no database: set INGEST_DATABASE_URL or run `ingest stack up` first")
+    settings = _settings_with_database()
+    assert settings.database_url is not None
     try:
         applied = migrate(settings.database_url, schema=settings.db_schema)
     except IngestError as exc:
         raise _fail(str(exc)) from exc
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to do"
     out.print(f"schema {settings.db_schema!r}: {names}")
+
+
+@db_app.command("prune")
+def db_prune() -> None:
+    """Delete idempotency keys whose retention has expired."""
+    from ingest.state.idempotency import IdempotencyStore
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    removed = IdempotencyStore(settings.database_url, schema=settings.db_schema).prune()
+    out.print(f"pruned {removed} expired idempotency key(s) from schema {settings.db_schema!r}")
+
+
+def _settings_with_database() -> Settings:
+    from ingest.settings import get_settings
+
+    settings = get_settings()
+    if not settings.database_url:
+        raise _fail("no database: set INGEST_DATABASE_URL or run `ingest stack up` first")
+    return settings
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Names of the sources to run.")
+    ] = None,
+    all_sources: Annotated[
+        bool, typer.Option("--all", help="Run every configured source.")
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Processes; sources run in parallel, sharing each Redis bucket."),
+    ] = 1,
+) -> None:
+    """Pull sources into their landing tables (resumable; safe to re-run)."""
+    from ingest.sources.spec import load_sources
+    from ingest.state.migrate import migrate
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    try:
+        specs = load_sources(settings.sources_dir)
+    except IngestError as exc:
+        raise _fail(str(exc), code=2) from exc
+    if all_sources == bool(sources):
+        raise _fail("name one or more sources, or give --all", code=2)
+    names = sorted(specs) if all_sources else list(sources or [])
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise _fail(
+            f"unknown source(s) {', '.join(unknown)}; configured: {', '.join(sorted(specs)) or 'none'}",
+            code=2,
+        )
+    migrate(settings.database_url, schema=settings.db_schema)
+    if workers > 1 and len(names) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a forked child would inherit the parent's sockets (Redis, PostgreSQL).
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            results = list(pool.map(_run_source, names))
+    else:
+        results = [_run_source(name, show_progress=True) for name in names]
+    out.print(_results_table(results))
+    if any(r.status != "succeeded" for r in results):
+        for r in results:
+            if r.error:
+                console.print(f"[red]{r.source}:[/] {r.error}")
+        raise typer.Exit(1)
+
+
+def _run_source(name: str, show_progress: bool = False) -> RunResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.sources.rest import run_rest_source
+    from ingest.sources.spec import load_sources
+
+    settings = _settings_with_database()
+    spec = load_sources(settings.sources_dir)[name]
+    assert settings.database_url is not None
+    kwargs = {
+        "database_url": settings.database_url,
+        "state_schema": settings.db_schema,
+        "landing_schema": settings.landing_schema,
+        "redis_url": settings.redis_url,
+    }
+    if not show_progress:
+        return run_rest_source(spec, **kwargs)  # type: ignore[arg-type]
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{name}: records", total=None)
+
+        def on_page(page: object, partial: RunResult) -> None:
+            progress.update(
+                task,
+                completed=partial.records,
+                description=f"{name}: page {partial.pages}, records",
+            )
+
+        return run_rest_source(spec, on_page=on_page, **kwargs)  # type: ignore[arg-type]
+
+
+def _results_table(results: list[RunResult]) -> Table:
+    table = Table(title="ingest run")
+    headers = (
+        "source",
+        "status",
+        "pages",
+        "records",
+        "new",
+        "changed",
+        "retries",
+        "dead letters",
+        "watermark",
+        "seconds",
+    )
+    for header in headers:
+        table.add_column(
+            header, justify="left" if header in {"source", "status", "watermark"} else "right"
+        )
+    for r in results:
+        colour = "green" if r.status == "succeeded" else "red"
+        table.add_row(
+            r.source,
+            f"[{colour}]{r.status}[/]",
+            str(r.pages),
+            str(r.records),
+            str(r.inserted),
+            str(r.updated),
+            str(r.retries),
+            str(r.dead_letters),
+            r.watermark or "-",
+            f"{r.seconds:.2f}",
+        )
+    return table
+
+
+# -- dlq ---------------------------------------------------------------------------------------
+
+
+def _dlq() -> DeadLetterQueue:
+    from ingest.state.dlq import DeadLetterQueue
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    return DeadLetterQueue(settings.database_url, schema=settings.db_schema)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    include_resolved: Annotated[
+        bool, typer.Option("--all", help="Include resolved dead letters.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 100,
+) -> None:
+    """Dead letters, oldest first (unresolved only unless --all)."""
+    letters = _dlq().list(source=source, unresolved_only=not include_resolved, limit=limit)
+    table = Table(title=f"dead letters ({len(letters)})")
+    for header in ("id", "source", "kind", "error", "attempts", "created", "state", "reason"):
+        table.add_column(header)
+    for d in letters:
+        state = "resolved" if d.resolved_at else ("replayed, failing" if d.replayed_at else "new")
+        table.add_row(
+            str(d.id),
+            d.source,
+            d.kind,
+            d.error_class or "-",
+            str(d.attempts),
+            d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            state,
+            d.reason[:80],
+        )
+    out.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter ids to replay.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Replay every unresolved request of this source.")
+    ] = None,
+) -> None:
+    """Send dead-lettered requests again through the source's policy stack; a 2xx resolves them."""
+    from ingest.sources.rest import client_for
+    from ingest.sources.spec import load_sources
+    from ingest.state.dlq import replay
+
+    if bool(ids) == bool(source):
+        raise _fail("give dead-letter ids, or --source", code=2)
+    dlq = _dlq()
+    letters = (
+        [d for d in (dlq.get(i) for i in ids or []) if d is not None]
+        if ids
+        else dlq.list(source=source)
+    )
+    if ids and len(letters) != len(ids):
+        found = {d.id for d in letters}
+        raise _fail(
+            f"no dead letter with id {', '.join(str(i) for i in ids if i not in found)}", code=2
+        )
+    settings = _settings_with_database()
+    specs = load_sources(settings.sources_dir) if settings.sources_dir.exists() else {}
+    failed = 0
+    for letter in letters:
+        spec = specs.get(letter.source)
+        if spec is None:
+            console.print(
+                f"[yellow]{letter.id}:[/] source {letter.source!r} is not configured; skipped"
+            )
+            failed += 1
+            continue
+        with client_for(spec, redis_url=settings.redis_url) as client:
+            ok = replay(dlq, letter.id, client)
+        failed += not ok
+        out.print(
+            f"{letter.id} ({letter.source}): {'[green]resolved[/]' if ok else '[red]still failing[/]'}"
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
 # -- serve -------------------------------------------------------------------------------------

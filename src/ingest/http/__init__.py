@@ -1,0 +1,1 @@
+"""HTTP: retry policy, rate limit, circuit breaker, paginators and the assembled client."""

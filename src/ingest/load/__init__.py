@@ -1,0 +1,1 @@
+"""Landing: Arrow batches into PostgreSQL landing tables, merged on the primary key."""
