@@ -1,12 +1,23 @@
 """Checkpoint cells: export one notebook into the package, then run the tests of what it exported.
 
-A learner's notebook ends with ``run_checkpoint(...)``. It fails the cell (and so the notebook run)
+A solution notebook ends with ``run_checkpoint(...)``. It fails the cell (and so the notebook run)
 when the tests fail, and prints only counts, so a notebook's committed output stays the same from one
 run to the next.
+
+A learner's scaffold (``starter-kit/``) ends with ``check_in_scratch(...)`` instead, and the same
+check runs from a shell::
+
+    .venv/bin/python -m ingest.checkpoint starter-kit/01-retry-client/02-backoff.ipynb [...]
+
+It exports the notebook into a scratch copy of the package, never into ``src/ingest``, and runs the
+tests named by the notebook's own checkpoint cell against that copy: a half-finished exercise can
+break nothing, and a test run cannot pass on the solution by accident.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import subprocess
@@ -14,7 +25,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CheckpointResult", "project_root", "run_checkpoint"]
+__all__ = [
+    "CheckpointResult",
+    "ScratchCheck",
+    "check_in_scratch",
+    "checkpoint_tests",
+    "main",
+    "project_root",
+    "run_checkpoint",
+    "scratch_check",
+    "todo_markers",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,14 @@ def _export(root: Path, notebook: str) -> tuple[str, ...]:
     return tuple(re.findall(r"#\|\s*default_exp\s+([\w.]+)", nb_path.read_text()))
 
 
+def _counts(stdout: str, stderr: str) -> tuple[int, int]:
+    """Passed and failed (or erroring) tests, from the summary line of ``pytest -q``."""
+    summary = stdout.strip().splitlines()[-1] if stdout.strip() else stderr.strip()
+    passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", summary)) else 0
+    failed = sum(int(n) for n in re.findall(r"(\d+) (?:failed|error)", summary))
+    return passed, failed
+
+
 def run_checkpoint(notebook: str, *, tests: list[str]) -> CheckpointResult:
     """Export ``notebook`` (relative to the notebooks folder) and run ``tests`` (relative to the root)."""
     root = project_root()
@@ -69,9 +98,7 @@ def run_checkpoint(notebook: str, *, tests: list[str]) -> CheckpointResult:
         text=True,
         check=False,
     )
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()
-    passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", summary)) else 0
-    failed = sum(int(n) for n in re.findall(r"(\d+) (?:failed|error)", summary))
+    passed, failed = _counts(proc.stdout, proc.stderr)
     print(f"{', '.join(tests)}: {passed} passed, {failed} failed")
     if proc.returncode != 0:
         raise AssertionError(
@@ -117,3 +144,260 @@ def export_drift(root: Path | None = None) -> list[str]:
             elif not filecmp.cmp(path, committed, shallow=False):
                 drift.append(f"src/ingest/{rel}: differs from what the notebooks export")
         return drift
+
+
+# -- learners: check a notebook in a scratch copy of the package ---------------------------------
+
+# The checkpoint calls whose ``tests=[...]`` name a notebook's tests.
+_CHECKPOINT_CALLS = frozenset({"run_checkpoint", "check_in_scratch"})
+# A marker runs to the end of the string literal it opens (a stub's message), else of its line.
+_TODO = re.compile(
+    r"""(?:(["'])(TODO\(\d{2}-[0-9a-z]+\).*?)(?<!\\)\1|(TODO\(\d{2}-[0-9a-z]+\).*))"""
+)
+_PROBE_ENV = "INGEST_CHECKPOINT_PROBE"
+_PROBE_MODULE = "_ingest_checkpoint_probe"
+# A pytest plugin loaded into the test run: it writes down which `ingest` the tests imported.
+_PROBE_SOURCE = f'''\
+import ast
+import json
+import os
+import sys
+
+
+def pytest_sessionfinish(session, exitstatus):
+    module = sys.modules.get("ingest")
+    with open(os.environ["{_PROBE_ENV}"], "w", encoding="utf-8") as probe:
+        probe.write(getattr(module, "__file__", None) or "")
+'''
+_FAILURE_LINES = 10  # of pytest's short summary, shown under a failing notebook
+
+
+@dataclass(frozen=True)
+class ScratchCheck:
+    """One notebook checked in a scratch copy: what it exported and how its tests went."""
+
+    notebook: str
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+    passed: int
+    failed: int
+    returncode: int
+    todos: tuple[str, ...]  # TODO markers still in the notebook's code cells
+    ingest_file: str  # the `ingest/__init__.py` the tests imported: inside the scratch copy
+    failures: tuple[str, ...] = ()  # pytest's FAILED/ERROR summary lines
+    error: str | None = None  # why no test could run (the export failed)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.returncode == 0 and self.failed == 0
+
+    def report(self) -> str:
+        """What a learner reads: counts, the first failures and the TODOs left."""
+        lines = [f"{self.notebook} → {', '.join(self.modules) or '(no module)'} (scratch copy)"]
+        if self.error is not None:
+            lines.append(f"  export failed: {self.error}")
+        else:
+            lines.append(f"  {', '.join(self.tests)}: {self.passed} passed, {self.failed} failed")
+            lines.extend(f"    {line}" for line in self.failures[:_FAILURE_LINES])
+            if len(self.failures) > _FAILURE_LINES:
+                lines.append(f"    … and {len(self.failures) - _FAILURE_LINES} more")
+            lines.append(f"  ingest imported from the scratch copy: {self.ingest_file}")
+        if self.todos:
+            lines.append(f"  TODO markers left: {len(self.todos)}")
+            lines.extend(f"    {todo}" for todo in self.todos)
+        else:
+            lines.append("  no TODO markers left")
+        return "\n".join(lines)
+
+
+def _code_cells(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return [
+        "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for cell in cells
+        if cell["cell_type"] == "code"
+    ]
+
+
+def checkpoint_tests(notebook: Path) -> list[str]:
+    """The ``tests=[...]`` of the notebook's checkpoint cell (the last one, if several)."""
+    found: list[str] | None = None
+    for source in _code_cells(notebook):
+        if "tests" not in source:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # IPython magics: not a checkpoint cell
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name not in _CHECKPOINT_CALLS:
+                continue
+            for keyword in node.keywords:
+                if keyword.arg == "tests":
+                    value = ast.literal_eval(keyword.value)
+                    if not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+                        raise ValueError(f"{notebook}: tests=[...] must be a list of paths")
+                    found = value
+    if not found:
+        raise ValueError(f"{notebook}: no checkpoint cell with tests=[...] (run_checkpoint)")
+    return found
+
+
+def todo_markers(notebook: Path) -> list[str]:
+    """Every ``TODO(NN-…)`` marker still in the notebook's code cells, in order."""
+    return [
+        (match.group(2) or match.group(3)).rstrip()
+        for source in _code_cells(notebook)
+        for match in _TODO.finditer(source)
+    ]
+
+
+def _exported_modules(notebook: Path) -> tuple[str, ...]:
+    text = "\n".join(_code_cells(notebook))
+    found = re.findall(r"^\s*#\|\s*default_exp\s+([\w.]+)", text, re.MULTILINE)
+    return tuple(f"ingest.{module}" for module in found)
+
+
+def _resolve(notebook: str | Path, root: Path) -> Path:
+    path = Path(notebook)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"no notebook {notebook} (looked at {', '.join(map(str, candidates))})")
+
+
+def _failure_lines(output: str) -> tuple[str, ...]:
+    return tuple(line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR ")))
+
+
+def scratch_check(
+    notebook: str | Path, *, tests: list[str] | None = None, root: Path | None = None
+) -> ScratchCheck:
+    """Export ``notebook`` into a scratch copy of the package and run its tests against that copy.
+
+    ``notebook`` is a path (from the working directory, else from the project root). ``tests``
+    default to the notebook's own checkpoint cell; they run from the project root with the scratch
+    ``src`` first on ``PYTHONPATH``, and inherit the environment (a test session's ``INGEST_*``
+    service URLs, so nested runs reuse its services). Nothing is printed and nothing raises for
+    failing tests; see :func:`check_in_scratch` and :func:`main`.
+    """
+    import shutil
+    import tempfile
+
+    root = (root or project_root()).resolve()
+    path = _resolve(notebook, root)
+    shown = str(notebook)
+    test_list = tests if tests is not None else checkpoint_tests(path)
+    modules = _exported_modules(path)
+    todos = tuple(todo_markers(path))
+    with tempfile.TemporaryDirectory(prefix="ingest-checkpoint-") as scratch:
+        copy = Path(scratch)
+        shutil.copy2(root / "pyproject.toml", copy / "pyproject.toml")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(root / "src" / "ingest", copy / "src" / "ingest", ignore=ignore)
+        target = copy / "notebooks" / path.parent.name / path.name
+        target.parent.mkdir(parents=True)
+        shutil.copy2(path, target)
+        # A subprocess: nbdev reads its settings from the working directory, which must not move
+        # under a running notebook kernel.
+        export = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from nbdev.export import nb_export;"
+                " nb_export(sys.argv[1], lib_path='src/ingest')",
+                str(target.relative_to(copy)),
+            ],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if export.returncode != 0:
+            last = export.stderr.strip().splitlines()[-1:] or ["(no message)"]
+            return ScratchCheck(
+                shown, modules, tuple(test_list), 0, 0, export.returncode, todos, "", (), last[0]
+            )
+        (copy / "probe").mkdir()
+        (copy / "probe" / f"{_PROBE_MODULE}.py").write_text(_PROBE_SOURCE, encoding="utf-8")
+        probe_file = copy / "probe" / "ingest_file.txt"
+        inherited = os.environ.get("PYTHONPATH")
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(copy / "src"), str(copy / "probe"), *([inherited] if inherited else [])]
+            ),
+            _PROBE_ENV: str(probe_file),
+            "COLUMNS": "160",  # pytest cuts its summary lines to the terminal's width
+        }
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:nbval", "-p", _PROBE_MODULE]
+        proc = subprocess.run(
+            [*pytest, *test_list],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        ingest_file = probe_file.read_text(encoding="utf-8") if probe_file.exists() else ""
+        if not Path(ingest_file).is_relative_to(copy / "src" / "ingest"):
+            raise RuntimeError(
+                f"the tests imported ingest from {ingest_file or 'nowhere'}, not from the scratch"
+                f" copy {copy / 'src'}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
+    passed, failed = _counts(proc.stdout, proc.stderr)
+    if proc.returncode != 0 and failed == 0:
+        failed = 1  # pytest failed without a count (a usage or collection error): not a pass
+    return ScratchCheck(
+        notebook=shown,
+        modules=modules,
+        tests=tuple(test_list),
+        passed=passed,
+        failed=failed,
+        returncode=proc.returncode,
+        todos=todos,
+        ingest_file=ingest_file,
+        failures=_failure_lines(proc.stdout),
+    )
+
+
+def check_in_scratch(notebook: str | Path, *, tests: list[str] | None = None) -> ScratchCheck:
+    """The checkpoint cell of a scaffold: :func:`scratch_check`, printed; fails the cell on failure."""
+    result = scratch_check(notebook, tests=tests)
+    print(result.report())
+    if not result.ok:
+        raise AssertionError(f"{result.notebook}: the checkpoint tests do not pass yet")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ingest.checkpoint NOTEBOOK [NOTEBOOK...]``: 0 only if every notebook passes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest.checkpoint",
+        description="Export each notebook into a scratch copy of the package (never src/ingest)"
+        " and run the tests its checkpoint cell names against that copy.",
+    )
+    parser.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="path to a .ipynb")
+    args = parser.parse_args(argv)
+    ok = True
+    for notebook in args.notebooks:
+        try:
+            result = scratch_check(notebook)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"{notebook}: {exc}")
+            ok = False
+            continue
+        print(result.report(), flush=True)
+        ok = ok and result.ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,13 +10,13 @@ __all__ = ['Record', 'QueryValue', 'PAGINATOR_MAP', 'PaginatorConfig', 'RequestS
 
 # %% ../../../notebooks/01-retry-client/05a-pagination.ipynb #c06
 import inspect
-import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import tenacity
 
 from ..errors import ConfigError, DataError, DecodeError
@@ -65,19 +65,28 @@ def _request_of(response: httpx.Response) -> httpx.Request | None:
         return None
 
 
+_DECODED = "ingest.decoded_json"
+
+
 def decode_json(response: httpx.Response) -> Any:
     """The JSON body of ``response``; ``DecodeError`` (transient) when it is not valid JSON.
 
     A body cut short on the way (the mock's ``truncated`` fault, a proxy timing out mid-body)
     arrives with a 200 status, so only decoding can tell; fetching the page again may succeed.
     """
+    # Decoded once per response: the loop and the paginator both read the body, and parsing a
+    # large page twice would cost as much as everything else the loop does.
+    if _DECODED in response.extensions:
+        return response.extensions[_DECODED]
     try:
-        return json.loads(response.content)
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:  # a ValueError: bad JSON or bad UTF-8
         raise DecodeError(
             f"{describe_request(_request_of(response))}: the body is not valid JSON "
             f"({len(response.content)} bytes received): {exc}"
         ) from exc
+    response.extensions[_DECODED] = body
+    return body
 
 
 def _top_level_keys(body: Any) -> str:
