@@ -102,3 +102,8 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_committed_example_sources_are_valid() -> None:
+    specs = load_sources(Path(__file__).resolve().parents[2] / "sources")
+    assert "customers" in specs
