@@ -448,6 +448,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                          'ingest/sources/rest.py'),
                                      'ingest.sources.rest._max_cursor': ( '01-retry-client/09-rest-runner.html#_max_cursor',
                                                                           'ingest/sources/rest.py'),
+                                     'ingest.sources.rest.batched': ( '01-retry-client/09-rest-runner.html#batched',
+                                                                      'ingest/sources/rest.py'),
                                      'ingest.sources.rest.client_for': ( '01-retry-client/09-rest-runner.html#client_for',
                                                                          'ingest/sources/rest.py'),
                                      'ingest.sources.rest.policy_for': ( '01-retry-client/09-rest-runner.html#policy_for',

@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -158,8 +158,6 @@ _PROBE_ENV = "INGEST_CHECKPOINT_PROBE"
 _PROBE_MODULE = "_ingest_checkpoint_probe"
 # A pytest plugin loaded into the test run: it writes down which `ingest` the tests imported.
 _PROBE_SOURCE = f'''\
-import ast
-import json
 import os
 import sys
 
@@ -185,7 +183,8 @@ class ScratchCheck:
     todos: tuple[str, ...]  # TODO markers still in the notebook's code cells
     ingest_file: str  # the `ingest/__init__.py` the tests imported: inside the scratch copy
     failures: tuple[str, ...] = ()  # pytest's FAILED/ERROR summary lines
-    error: str | None = None  # why no test could run (the export failed)
+    error: str | None = None  # why the tests could not run (the export failed, say)
+    output: str = field(default="", repr=False)  # pytest's whole output
 
     @property
     def ok(self) -> bool:
@@ -195,7 +194,7 @@ class ScratchCheck:
         """What a learner reads: counts, the first failures and the TODOs left."""
         lines = [f"{self.notebook} → {', '.join(self.modules) or '(no module)'} (scratch copy)"]
         if self.error is not None:
-            lines.append(f"  export failed: {self.error}")
+            lines.append(f"  {self.error}")
         else:
             lines.append(f"  {', '.join(self.tests)}: {self.passed} passed, {self.failed} failed")
             lines.extend(f"    {line}" for line in self.failures[:_FAILURE_LINES])
@@ -264,7 +263,9 @@ def _exported_modules(notebook: Path) -> tuple[str, ...]:
 
 def _resolve(notebook: str | Path, root: Path) -> Path:
     path = Path(notebook)
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root / path]
+    candidates = (
+        [path] if path.is_absolute() else list(dict.fromkeys([Path.cwd() / path, root / path]))
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -276,15 +277,20 @@ def _failure_lines(output: str) -> tuple[str, ...]:
 
 
 def scratch_check(
-    notebook: str | Path, *, tests: list[str] | None = None, root: Path | None = None
+    notebook: str | Path,
+    *,
+    tests: list[str] | None = None,
+    root: Path | None = None,
+    tb: str = "no",
 ) -> ScratchCheck:
     """Export ``notebook`` into a scratch copy of the package and run its tests against that copy.
 
     ``notebook`` is a path (from the working directory, else from the project root). ``tests``
     default to the notebook's own checkpoint cell; they run from the project root with the scratch
     ``src`` first on ``PYTHONPATH``, and inherit the environment (a test session's ``INGEST_*``
-    service URLs, so nested runs reuse its services). Nothing is printed and nothing raises for
-    failing tests; see :func:`check_in_scratch` and :func:`main`.
+    service URLs, so nested runs reuse its services). ``tb`` is pytest's ``--tb`` style: none by
+    default, since formatting hundreds of tracebacks of a fresh scaffold costs more than its tests.
+    Nothing is printed and nothing raises for failing tests; see :func:`check_in_scratch`.
     """
     import shutil
     import tempfile
@@ -321,7 +327,16 @@ def scratch_check(
         if export.returncode != 0:
             last = export.stderr.strip().splitlines()[-1:] or ["(no message)"]
             return ScratchCheck(
-                shown, modules, tuple(test_list), 0, 0, export.returncode, todos, "", (), last[0]
+                shown,
+                modules,
+                tuple(test_list),
+                passed=0,
+                failed=0,
+                returncode=export.returncode,
+                todos=todos,
+                ingest_file="",
+                error=f"export failed: {last[0]}",
+                output=export.stderr,
             )
         (copy / "probe").mkdir()
         (copy / "probe" / f"{_PROBE_MODULE}.py").write_text(_PROBE_SOURCE, encoding="utf-8")
@@ -335,7 +350,8 @@ def scratch_check(
             _PROBE_ENV: str(probe_file),
             "COLUMNS": "160",  # pytest cuts its summary lines to the terminal's width
         }
-        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:nbval", "-p", _PROBE_MODULE]
+        pytest = [sys.executable, "-m", "pytest", "-q", f"--tb={tb}", "-p", "no:nbval"]
+        pytest += ["-p", _PROBE_MODULE]
         proc = subprocess.run(
             [*pytest, *test_list],
             cwd=root,
@@ -345,12 +361,20 @@ def scratch_check(
             check=False,
         )
         ingest_file = probe_file.read_text(encoding="utf-8") if probe_file.exists() else ""
-        if not Path(ingest_file).is_relative_to(copy / "src" / "ingest"):
+        if ingest_file and not Path(ingest_file).is_relative_to(copy / "src" / "ingest"):
+            # The whole point of the scratch copy: never report on the package's own modules.
             raise RuntimeError(
-                f"the tests imported ingest from {ingest_file or 'nowhere'}, not from the scratch"
-                f" copy {copy / 'src'}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+                f"the tests imported ingest from {ingest_file}, not from the scratch copy"
+                f" {copy / 'src'}"
             )
     passed, failed = _counts(proc.stdout, proc.stderr)
+    failures = _failure_lines(proc.stdout)
+    if proc.returncode != 0 and not failures:  # e.g. "ERROR: file or directory not found"
+        failures = tuple((proc.stdout + proc.stderr).strip().splitlines()[-1:])
+    error = None
+    if not ingest_file:  # no session, or one that never imported ingest: nothing was checked
+        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["(no output)"]
+        error = f"the tests did not run: {last[0]}"
     if proc.returncode != 0 and failed == 0:
         failed = 1  # pytest failed without a count (a usage or collection error): not a pass
     return ScratchCheck(
@@ -362,13 +386,22 @@ def scratch_check(
         returncode=proc.returncode,
         todos=todos,
         ingest_file=ingest_file,
-        failures=_failure_lines(proc.stdout),
+        failures=failures,
+        error=error,
+        output=proc.stdout + proc.stderr,
     )
 
 
-def check_in_scratch(notebook: str | Path, *, tests: list[str] | None = None) -> ScratchCheck:
-    """The checkpoint cell of a scaffold: :func:`scratch_check`, printed; fails the cell on failure."""
-    result = scratch_check(notebook, tests=tests)
+def check_in_scratch(
+    notebook: str | Path, *, tests: list[str] | None = None, tb: str = "no"
+) -> ScratchCheck:
+    """The checkpoint cell of a scaffold: :func:`scratch_check`, printed; fails the cell on failure.
+
+    ``tb="short"`` also prints pytest's output with its tracebacks.
+    """
+    result = scratch_check(notebook, tests=tests, tb=tb)
+    if tb != "no":
+        print(result.output)
     print(result.report())
     if not result.ok:
         raise AssertionError(f"{result.notebook}: the checkpoint tests do not pass yet")
@@ -385,15 +418,23 @@ def main(argv: list[str] | None = None) -> int:
         " and run the tests its checkpoint cell names against that copy.",
     )
     parser.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="path to a .ipynb")
+    parser.add_argument(
+        "--tb",
+        default="no",
+        choices=["no", "line", "short", "long"],
+        help="pytest's traceback style; anything but 'no' prints pytest's output (default: no)",
+    )
     args = parser.parse_args(argv)
     ok = True
     for notebook in args.notebooks:
         try:
-            result = scratch_check(notebook)
+            result = scratch_check(notebook, tb=args.tb)
         except (FileNotFoundError, ValueError) as exc:
             print(f"{notebook}: {exc}")
             ok = False
             continue
+        if args.tb != "no":
+            print(result.output)
         print(result.report(), flush=True)
         ok = ok and result.ok
     return 0 if ok else 1

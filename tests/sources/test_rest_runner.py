@@ -142,7 +142,7 @@ def test_unordered_source_advances_the_watermark_only_at_the_end(
         redis_url=redis_url,
         on_page=lambda page, partial: seen.append(partial.watermark),
     )
-    assert seen == [None] * result.pages
+    assert seen and all(mark is None for mark in seen)
     assert result.watermark == rest_records(300)[-1]["updated_at"]
 
 
