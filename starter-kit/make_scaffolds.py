@@ -125,8 +125,8 @@ PLANS: dict[str, Plan] = {
     ),
     "04-fingerprints": Plan(
         keep=names("""
-            _canonical_pairs body_digest _connect_to
-            IdempotencyRecord.completed IdempotencyStore._use IdempotencyStore.record_completed IdempotencyStore.get
+            _canonical_pairs body_digest
+            IdempotencyRecord.completed IdempotencyStore.record_completed IdempotencyStore.get
             IdempotencyStore.prune IdempotencyStore._get
             IdempotencyTransport._begin IdempotencyTransport._replayed IdempotencyTransport._rebuilt
             IdempotencyTransport._buffered IdempotencyTransport._abuffered
@@ -208,8 +208,8 @@ PLANS: dict[str, Plan] = {
     ),
     "06b-dlq": Plan(
         keep=names("""
-            is_secret redact_headers _redacted_url _body_excerpt _connect_to DeadLetter.resolved
-            DeadLetterQueue._use DeadLetterQueue.put DeadLetterQueue.list DeadLetterQueue.get
+            is_secret redact_headers _redacted_url _body_excerpt DeadLetter.resolved
+            DeadLetterQueue.put DeadLetterQueue.list DeadLetterQueue.get
             DeadLetterQueue.mark_replayed
         """),
     ),

@@ -278,7 +278,7 @@ def run_rest_source(
             result.error = f"{type(exc).__name__}: {exc}"
             failed = last.get("request")
             if failed is not None:
-                dlq = DeadLetterQueue(connect=lambda: connect(database_url, schema=state_schema))
+                dlq = DeadLetterQueue(database_url, schema=state_schema)
                 attempts = int(getattr(exc, "attempts", None) or 1)
                 dlq.put_request(source=spec.name, request=failed, error=exc, attempts=attempts)
                 result.dead_letters += 1

@@ -7,13 +7,20 @@ can use a schema of its own without touching anybody else's tables.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from ingest.errors import ConfigError, StackError
 
-__all__ = ["check_identifier", "connect"]
+__all__ = ["ConnectionFactory", "StateStore", "check_identifier", "connect"]
+
+# Anything that gives a connection in a `with` block: `connect`, a pool's `connection`, …
+ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -36,3 +43,38 @@ def connect(url: str, *, schema: str, autocommit: bool = False) -> psycopg.Conne
     if not autocommit:
         conn.commit()
     return conn
+
+
+class StateStore:
+    """Base of the stores kept in the state schema (idempotency keys, dead letters, …).
+
+    Give either ``database_url`` (and the state ``schema``) or ``connect``, a factory of
+    connections whose ``search_path`` already points at the state schema. Every method takes an
+    optional ``conn``: given, it works inside the caller's transaction (the caller commits, so the
+    write lands together with whatever else the caller writes); else in a transaction of its own.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = "ingest",
+        connect: ConnectionFactory | None = None,
+    ) -> None:
+        if connect is None:
+            if database_url is None:
+                raise ValueError(f"{type(self).__name__} needs a database_url or a connect factory")
+            connect = partial(_connect_to, database_url, schema)
+        self._connect = connect
+
+    @contextmanager
+    def _use(self, conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
+        if conn is not None:
+            yield conn  # the caller's transaction: the caller commits
+            return
+        with self._connect() as own, own.transaction():
+            yield own
+
+
+def _connect_to(database_url: str, schema: str) -> psycopg.Connection[Any]:
+    return connect(database_url, schema=schema)

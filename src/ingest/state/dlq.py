@@ -9,11 +9,9 @@ __all__ = ['BODY_EXCERPT_CHARS', 'NOT_SECRET', 'REDACTED', 'SECRET_HEADERS', 'SE
 # %% ../../../notebooks/01-retry-client/06b-dlq.ipynb #c04
 import builtins
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import httpx
@@ -22,8 +20,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from ..errors import IngestError
-from .db import connect
-from .idempotency import ConnectionFactory
+from .db import StateStore
 
 # %% ../../../notebooks/01-retry-client/06b-dlq.ipynb #c06
 REDACTED = "REDACTED"
@@ -149,29 +146,8 @@ UPDATE dead_letters
 """
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(StateStore):
     """Failed requests and records with their original bytes, in PostgreSQL (``dead_letters``)."""
-
-    def __init__(
-        self,
-        database_url: str | None = None,
-        *,
-        schema: str = "ingest",
-        connect: ConnectionFactory | None = None,
-    ) -> None:
-        if connect is None:
-            if database_url is None:
-                raise ValueError("DeadLetterQueue needs a database_url or a connect factory")
-            connect = partial(_connect_to, database_url, schema)
-        self._connect = connect
-
-    @contextmanager
-    def _use(self, conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
-        if conn is not None:
-            yield conn  # the caller's transaction: the caller commits
-            return
-        with self._connect() as own, own.transaction():
-            yield own
 
     def put(
         self,
@@ -259,10 +235,6 @@ class DeadLetterQueue:
         with self._use(conn) as c:
             cur = c.execute(_MARK_REPLAYED, {"id": id, "resolved": resolved, "error": error})
             return cur.rowcount > 0
-
-
-def _connect_to(database_url: str, schema: str) -> psycopg.Connection[Any]:
-    return connect(database_url, schema=schema)
 
 # %% ../../../notebooks/01-retry-client/06b-dlq.ipynb #c10
 def rebuild_request(letter: DeadLetter, client: httpx.Client) -> httpx.Request:
