@@ -55,3 +55,10 @@ def test_db_migrate_without_a_database_says_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "INGEST_DATABASE_URL" in result.stderr and "ingest stack up" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_reports_a_missing_notebook_and_fails(tmp_path: Path) -> None:
+    result = _cli("check", str(tmp_path / "nope.ipynb"))
+    assert result.returncode == 1
+    assert "nope.ipynb" in result.stdout
+    assert "Traceback" not in result.stderr

@@ -469,6 +469,23 @@ def export(
     out.print("exported notebooks → src/ingest")
 
 
+@app.command("check")
+def check(
+    notebooks: Annotated[
+        list[Path], typer.Argument(help="Notebooks (e.g. a starter-kit scaffold) to check.")
+    ],
+    tb: Annotated[
+        str, typer.Option(help="pytest traceback style: no, line, short or long.")
+    ] = "no",
+) -> None:
+    """Check a notebook's primitive in a scratch copy of the package: export it, run its tests."""
+    from ingest.checkpoint import main as check_main
+
+    code = check_main([*map(str, notebooks), "--tb", tb])
+    if code:
+        raise typer.Exit(code)
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 
