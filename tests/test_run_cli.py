@@ -68,3 +68,21 @@ def test_bad_usage_exits_2_with_a_clear_message(
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_urls_from_the_stack_count_as_set_and_missing_ones_are_a_clear_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Only stack.env knows the mock API (as after `ingest stack up`): the source's base_url_env resolves.
+    home = tmp_path / "home"
+    home.mkdir()
+    mock_url = env.pop("INGEST_MOCK_API_URL")
+    (home / "stack.env").write_text(f"INGEST_MOCK_API_URL={mock_url}\n")
+    env["INGEST_HOME"] = str(home)
+    assert _run(env, "customers").returncode == 0
+
+    (home / "stack.env").write_text("")
+    result = _run(env, "customers")
+    assert result.returncode == 2
+    assert "$INGEST_MOCK_API_URL is not set" in result.stderr
+    assert "Traceback" not in result.stderr

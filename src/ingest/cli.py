@@ -151,6 +151,11 @@ def _settings_with_database() -> Settings:
     settings = get_settings()
     if not settings.database_url:
         raise _fail("no database: set INGEST_DATABASE_URL or run `ingest stack up` first")
+    # Source YAML names its URLs by variable (`base_url_env: INGEST_MOCK_API_URL`); the ones the
+    # stack wrote to stack.env count as set, as they do for the settings themselves.
+    for name, value in settings.model_dump().items():
+        if name.endswith("_url") and value:
+            os.environ.setdefault(f"INGEST_{name.upper()}", str(value))
     return settings
 
 
@@ -200,7 +205,10 @@ def run(
         ) as pool:
             results = list(pool.map(_run_source, names))
     else:
-        results = [_run_source(name, show_progress=True) for name in names]
+        try:
+            results = [_run_source(name, show_progress=True) for name in names]
+        except IngestError as exc:  # a source that cannot even start: its config or environment
+            raise _fail(str(exc), code=2) from exc
     out.print(_results_table(results))
     if any(r.status != "succeeded" for r in results):
         for r in results:
