@@ -87,7 +87,9 @@ def _landed(database_url: str, landing: str) -> list[tuple[int, str]]:
 def test_faulty_api_lands_every_record_once_and_watermark_matches(
     schemas: tuple[str, str], database_url: str, redis_url: str, mock: httpx.Client
 ) -> None:
-    client_id = f"runner-{uuid.uuid4().hex[:8]}"
+    # A fixed client id: the mock draws faults from (seed, client, request), so this run always
+    # meets the same faults (a random id left ~2% of runs with none to retry).
+    client_id = "runner-faulty"
     mock.put(
         "/_admin/config",
         json={"records": 2000, "seed": 3, "faults": {"rate": 0.3, "slow_seconds": 1.0}},
