@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from tests.support.cli import ingest
+
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return ingest(*args, env=env)
 
 
 def test_data_generate_writes_what_expected_json_says(tmp_path: Path) -> None:

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import httpx
 import psycopg
 from psycopg import sql
 
+from tests.support.cli import ingest
+
 
 def _demo() -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", "demo"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return ingest("demo")
 
 
 def _landed(database_url: str) -> list[tuple[int, str]]:

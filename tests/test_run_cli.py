@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
+from tests.support.cli import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,14 +31,7 @@ def env(database_url: str) -> Iterator[dict[str, str]]:
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", "run", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return ingest("run", *args, env=env)
 
 
 def test_run_the_example_source(env: dict[str, str], database_url: str) -> None:

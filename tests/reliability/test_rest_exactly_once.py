@@ -28,6 +28,7 @@ from ingest.mockapi.fixtures import rest_records
 from ingest.sources.rest import run_rest_source
 from ingest.sources.spec import RestSourceSpec
 from ingest.state.migrate import migrate
+from tests.support.cli import ingest
 
 RETRY_AFTER_CAP = 0.3
 TIMEOUT = 0.5
@@ -93,14 +94,7 @@ def _write(env: dict[str, str], source: dict[str, Any]) -> None:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return ingest(*args, env=env)
 
 
 def _landed(env: dict[str, str]) -> tuple[list[int], str | None, str | None]:

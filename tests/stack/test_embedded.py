@@ -10,13 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ingest.netutil import free_port
 from ingest.stack import SERVICES, probe
+from tests.support.cli import ingest
 
 pytestmark = pytest.mark.embedded
 
@@ -31,14 +31,7 @@ def _env(home: Path, ports: dict[str, int]) -> dict[str, str]:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return ingest(*args, env=env, timeout=180)
 
 
 def _processes_mentioning(text: str) -> list[int]:
