@@ -148,3 +148,26 @@ def test_text_that_needs_quoting_round_trips(landing: tuple[psycopg.Connection, 
         sql.SQL("SELECT v FROM {} ORDER BY id").format(sql.Identifier(schema, "t"))
     ).fetchall()
     assert [r[0] for r in rows] == tricky
+
+
+def test_timestamps_land_as_the_same_instants_whatever_the_session_time_zone(
+    landing: tuple[psycopg.Connection, str],
+) -> None:
+    # The CSV carries zoned timestamps as naive UTC text plus "Z": a session in another zone
+    # must not shift them, and offsets in the source must be honoured.
+    conn, schema = landing
+    conn.execute("SET TimeZone = 'America/New_York'")
+    records = [
+        {"id": 1, "at": "2026-01-01T01:00:00+02:00"},
+        {"id": 2, "at": "2026-06-30T23:59:59.123456Z"},
+        {"id": 3, "at": None},
+    ]
+    merge_arrow(conn, LandingTable(schema, "events", ("id",)), records_to_arrow(records))
+    landed = conn.execute(
+        sql.SQL("SELECT id, at FROM {} ORDER BY id").format(sql.Identifier(schema, "events"))
+    ).fetchall()
+    assert landed == [
+        (1, datetime(2025, 12, 31, 23, 0, tzinfo=UTC)),
+        (2, datetime(2026, 6, 30, 23, 59, 59, 123456, tzinfo=UTC)),
+        (3, None),
+    ]

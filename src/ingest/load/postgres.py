@@ -160,12 +160,26 @@ def ensure_table(
     return list(schema.names)
 
 # %% ../../../notebooks/01-retry-client/07-landing.ipynb #c15
+def _utc_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A zoned timestamp column as ISO text in UTC with a ``Z``, as PostgreSQL's COPY reads it.
+
+    Arrow's CSV writer formats zoned timestamps through the time-zone database, about ten times
+    slower than the rest of a page put together; the same instants as naive UTC values format
+    fast, and the ``Z`` keeps them unambiguous whatever the session's TimeZone.
+    """
+    naive = column.cast(pa.timestamp(column.type.unit))
+    return pc.binary_join_element_wise(naive.cast(pa.string()), "Z", "")
+
+
 def encode_csv(data: pa.Table) -> bytes:
     """``data`` as the CSV that ``COPY … (FORMAT csv)`` reads: unquoted empty is NULL, ``""`` is ''.
 
     Pure Arrow work that releases the GIL, so a producer thread can do it while the consumer
     waits on PostgreSQL (see ``merge_arrow(..., csv=...)``).
     """
+    for i, field in enumerate(data.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            data = data.set_column(i, field.name, _utc_text(data.column(i)))
     buffer = io.BytesIO()
     pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return buffer.getvalue()

@@ -140,14 +140,19 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 # %% ../../../notebooks/01-retry-client/09-rest-runner.ipynb #c11
 def batched(
-    tables: Iterator[tuple[Page, pa.Table]], min_records: int
+    tables: Iterator[tuple[Page, pa.Table]],
+    min_records: int,
+    max_seconds: float = float("inf"),
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[tuple[list[Page], pa.Table, bytes]]:
     """Consecutive pages joined into batches of at least ``min_records`` rows, with their CSV.
 
     One transaction per batch rather than per page: the merge's fixed costs (statements, commit)
-    are paid once per few thousand rows. Pages whose columns differ are never joined.
+    are paid once per many pages. A batch also closes once ``max_seconds`` have passed since its
+    first page, so slow sources still commit regularly. Pages whose columns differ are never joined.
     """
     group: list[tuple[Page, pa.Table]] = []
+    opened = 0.0
 
     def flush() -> tuple[list[Page], pa.Table, bytes]:
         joined = group[0][1] if len(group) == 1 else pa.concat_tables([t for _, t in group])
@@ -157,8 +162,10 @@ def batched(
         if group and table.schema != group[0][1].schema:
             yield flush()
             group = []
+        if not group:
+            opened = clock()
         group.append((page, table))
-        if sum(t.num_rows for _, t in group) >= min_records:
+        if sum(t.num_rows for _, t in group) >= min_records or clock() - opened >= max_seconds:
             yield flush()
             group = []
     if group:
@@ -186,7 +193,8 @@ def run_rest_source(
     client: httpx.Client | None = None,
     environ: Mapping[str, str] | None = None,
     on_page: Callable[[Page, RunResult], None] | None = None,
-    batch_records: int = 5000,
+    batch_records: int = 20_000,
+    batch_seconds: float = 2.0,
 ) -> RunResult:
     """Pull ``spec`` into its landing table; commit each batch of pages with its watermark.
 
@@ -244,9 +252,9 @@ def run_rest_source(
                 retrying=policy_for(spec).retrying(on_retry=count_retry),
             )
             # Fetching, decoding and encoding run ahead in the prefetch thread; this thread only
-            # talks to PostgreSQL, one transaction per batch of about `batch_records` records.
+            # talks to PostgreSQL, one transaction per batch (`batch_records`, `batch_seconds`).
             tables = ((p, records_to_arrow(p.records)) for p in pages)
-            for batch, table, csv in prefetch(batched(tables, batch_records)):
+            for batch, table, csv in prefetch(batched(tables, batch_records, batch_seconds)):
                 with conn.transaction():
                     merged = merge_arrow(conn, landing, table, csv=csv)
                     if cursor is not None and table.num_rows:
