@@ -187,11 +187,19 @@ def run(
         raise _fail(str(exc), code=2) from exc
     if all_sources == bool(sources):
         raise _fail("name one or more sources, or give --all", code=2)
-    names = sorted(specs) if all_sources else list(sources or [])
-    unknown = [n for n in names if n not in specs]
+    # Only sources that are pulled can be run; webhook sources are received (`ingest serve receiver`).
+    pulled = {name: spec for name, spec in specs.items() if spec.kind != "webhook"}
+    names = sorted(pulled) if all_sources else list(sources or [])
+    unknown = [n for n in names if n not in pulled]
     if unknown:
+        received = [n for n in unknown if n in specs]
+        if received:
+            raise _fail(
+                f"{', '.join(received)}: webhook source(s) are received by `ingest serve receiver`, not run",
+                code=2,
+            )
         raise _fail(
-            f"unknown source(s) {', '.join(unknown)}; configured: {', '.join(sorted(specs)) or 'none'}",
+            f"unknown source(s) {', '.join(unknown)}; configured: {', '.join(sorted(pulled)) or 'none'}",
             code=2,
         )
     migrate(settings.database_url, schema=settings.db_schema)
@@ -221,11 +229,12 @@ def _run_source(name: str, show_progress: bool = False) -> RunResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.sources.rest import run_rest_source
-    from ingest.sources.spec import load_sources
+    from ingest.sources.spec import RestSourceSpec, load_sources
 
     settings = _settings_with_database()
     spec = load_sources(settings.sources_dir)[name]
     assert settings.database_url is not None
+    assert isinstance(spec, RestSourceSpec), spec.kind
     kwargs = {
         "database_url": settings.database_url,
         "state_schema": settings.db_schema,
@@ -336,7 +345,7 @@ def dlq_replay(
 ) -> None:
     """Send dead-lettered requests again through the source's policy stack; a 2xx resolves them."""
     from ingest.sources.rest import client_for
-    from ingest.sources.spec import load_sources
+    from ingest.sources.spec import RestSourceSpec, load_sources
     from ingest.state.dlq import replay
 
     if bool(ids) == bool(source):
@@ -357,10 +366,11 @@ def dlq_replay(
     failed = 0
     for letter in letters:
         spec = specs.get(letter.source)
-        if spec is None:
-            console.print(
-                f"[yellow]{letter.id}:[/] source {letter.source!r} is not configured; skipped"
+        if not isinstance(spec, RestSourceSpec):
+            why = (
+                "is not configured" if spec is None else f"is a {spec.kind} source, not replayable"
             )
+            console.print(f"[yellow]{letter.id}:[/] source {letter.source!r} {why}; skipped")
             failed += 1
             continue
         with client_for(spec, redis_url=settings.redis_url) as client:

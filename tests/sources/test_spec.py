@@ -51,7 +51,7 @@ def test_every_problem_is_reported_with_file_and_field(tmp_path: Path) -> None:
     assert "a.yaml: source 'customers': primary_key" in message
     assert "b.yaml: source 'Bad-Name': name" in message
     assert "b.yaml: source 'Bad-Name': extra" in message
-    assert "c.yaml: source 's3thing': unknown kind 'ftp' (known: rest)" in message
+    assert "c.yaml: source 's3thing': unknown kind 'ftp' (known: rest, webhook)" in message
 
 
 def test_duplicate_names_and_bad_yaml(tmp_path: Path) -> None:
@@ -107,3 +107,80 @@ def test_bad_duration() -> None:
 def test_committed_example_sources_are_valid() -> None:
     specs = load_sources(Path(__file__).resolve().parents[2] / "sources")
     assert "customers" in specs
+
+
+WEBHOOKS = """
+sources:
+  - name: stripe_events
+    kind: webhook
+    scheme: stripe
+    secrets_env: STRIPE_WEBHOOK_SECRETS
+  - name: github
+    kind: webhook
+    scheme: hmac-sha256
+    secrets_env: GITHUB_WEBHOOK_SECRETS
+    tolerance_seconds: 600
+    signature: {header: X-Hub-Signature-256, encoding: hex, prefix: "sha256="}
+    event_id: X-GitHub-Delivery
+  - name: shop
+    kind: webhook
+    scheme: hmac-sha256
+    secrets_env: SHOP_SECRETS
+    signature: {header: X-Shopify-Hmac-Sha256, encoding: base64}
+    event_id: /id
+"""
+
+
+def test_webhook_sources_load_and_build_their_schemes_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    from ingest.sources.spec import WebhookSourceSpec
+    from ingest.webhooks.signature import HmacSha256Scheme, StripeScheme
+
+    (tmp_path / "hooks.yaml").write_text(WEBHOOKS)
+    specs = load_sources(tmp_path)
+    stripe, github, shop = specs["stripe_events"], specs["github"], specs["shop"]
+    assert isinstance(stripe, WebhookSourceSpec) and isinstance(github, WebhookSourceSpec)
+    assert isinstance(shop, WebhookSourceSpec)
+    assert stripe.tolerance_seconds == 300 and stripe.event_type_pointer == "/type"
+    env = {
+        "STRIPE_WEBHOOK_SECRETS": "whsec_new, whsec_old",
+        "GITHUB_WEBHOOK_SECRETS": "gh",
+        "SHOP_SECRETS": "s",
+    }
+    assert stripe.secrets(env) == ["whsec_new", "whsec_old"]  # newest first, blanks trimmed
+    assert isinstance(stripe.create_scheme(env), StripeScheme)
+    scheme = github.create_scheme(env)
+    assert isinstance(scheme, HmacSha256Scheme)
+    assert (scheme.header, scheme.prefix, scheme.tolerance_seconds) == (
+        "X-Hub-Signature-256",
+        "sha256=",
+        600,
+    )
+    assert scheme.event_id_header == "X-GitHub-Delivery"
+    shop_scheme = shop.create_scheme(env)
+    assert isinstance(shop_scheme, HmacSha256Scheme)
+    assert (shop_scheme.encoding, shop_scheme.event_id_pointer) == ("base64", "/id")
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRETS holds no secret"):
+        stripe.secrets({"STRIPE_WEBHOOK_SECRETS": " , "})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("scheme: hmac-sha256", "needs `signature"),
+        ("scheme: stripe\nevent_id: X-Id", "apply to hmac-sha256 only"),
+        ("scheme: md5", "scheme"),
+        ("scheme: stripe\ntolerance_seconds: 0", "tolerance_seconds"),
+        ("scheme: stripe\nsecret: inline", "secret"),
+    ],
+)
+def test_bad_webhook_sources_are_refused_with_the_field_named(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        f"name: hooks\nkind: webhook\nsecrets_env: HOOK_SECRETS\n{extra}\n"
+    )
+    with pytest.raises(ConfigError, match=message) as info:
+        load_sources(tmp_path)
+    assert "bad.yaml: source 'hooks'" in str(info.value)

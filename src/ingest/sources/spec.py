@@ -11,12 +11,22 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ingest.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ingest.webhooks.signature import SignatureScheme
 
 __all__ = [
     "AuthSpec",
@@ -26,7 +36,10 @@ __all__ = [
     "RateLimitSpec",
     "RestSourceSpec",
     "RetrySpec",
+    "SignatureSpec",
     "SourceSpec",
+    "WebhookEventIdSpec",
+    "WebhookSourceSpec",
     "load_sources",
     "parse_duration",
 ]
@@ -148,20 +161,12 @@ class DestinationSpec(_Spec):
         return value
 
 
-class RestSourceSpec(_Spec):
+class _SourceBase(_Spec):
+    """What every kind of source has: a name, a landing table and a freshness promise."""
+
     name: str
-    kind: Literal["rest"]
-    connection: ConnectionSpec
-    auth: AuthSpec = AuthSpec()
-    pagination: str | dict[str, Any] = "single_page"
-    data_selector: str | None = None
-    incremental: IncrementalSpec | None = None
-    primary_key: list[str] = Field(min_length=1)
-    rate_limit: RateLimitSpec | None = None
-    retry: RetrySpec = RetrySpec()
     destination: DestinationSpec | None = None
     freshness_sla: Duration | None = None
-    schema_contract: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -180,8 +185,117 @@ class RestSourceSpec(_Spec):
         return self.destination.table if self.destination else self.name
 
 
-# Other kinds (webhook, s3, stripe, salesforce) join this union as their modules land.
-SourceSpec = RestSourceSpec
+class RestSourceSpec(_SourceBase):
+    kind: Literal["rest"]
+    connection: ConnectionSpec
+    auth: AuthSpec = AuthSpec()
+    pagination: str | dict[str, Any] = "single_page"
+    data_selector: str | None = None
+    incremental: IncrementalSpec | None = None
+    primary_key: list[str] = Field(min_length=1)
+    rate_limit: RateLimitSpec | None = None
+    retry: RetrySpec = RetrySpec()
+    schema_contract: str | None = None
+
+
+class WebhookEventIdSpec(_Spec):
+    """Where an ``hmac-sha256`` delivery carries its event id; SHA-256 of the body otherwise."""
+
+    header: str | None = None
+    pointer: str | None = Field(None, description="JSON pointer into the body, e.g. /id")
+
+    @field_validator("pointer")
+    @classmethod
+    def _pointer(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"pointer {value!r} must be a JSON pointer such as /id")
+        return value
+
+
+class SignatureSpec(_Spec):
+    """The signature header of an ``hmac-sha256`` source (GitHub: hex with ``sha256=``; Shopify: base64)."""
+
+    header: str
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    timestamp_header: str | None = None
+
+
+class WebhookSourceSpec(_SourceBase):
+    """A sender that POSTs signed events to ``/webhooks/{name}``."""
+
+    kind: Literal["webhook"]
+    scheme: Literal["stripe", "standard-webhooks", "hmac-sha256"]
+    secrets_env: str = Field(
+        description="Environment variable holding the secrets, comma-separated, newest first."
+    )
+    tolerance_seconds: int = Field(300, gt=0)
+    signature: SignatureSpec | None = None
+    event_id: WebhookEventIdSpec | None = None
+    event_type: str | None = Field(
+        None,
+        description="JSON pointer to the event type (default /type for stripe and standard-webhooks).",
+    )
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _event_id(cls, value: Any) -> Any:
+        # Shorthand: a string is a JSON pointer when it starts with "/", else a header name.
+        if isinstance(value, str):
+            return {"pointer": value} if value.startswith("/") else {"header": value}
+        return value
+
+    @model_validator(mode="after")
+    def _scheme_options(self) -> WebhookSourceSpec:
+        if self.scheme == "hmac-sha256" and self.signature is None:
+            raise ValueError("scheme hmac-sha256 needs `signature: {header: ...}`")
+        if self.scheme != "hmac-sha256" and (self.signature or self.event_id):
+            raise ValueError(
+                f"`signature` and `event_id` apply to hmac-sha256 only, not {self.scheme}"
+            )
+        return self
+
+    @property
+    def event_type_pointer(self) -> str | None:
+        if self.event_type is not None:
+            return self.event_type
+        return "/type" if self.scheme in ("stripe", "standard-webhooks") else None
+
+    def secrets(self, environ: dict[str, str] | None = None) -> list[str]:
+        """The active secrets, newest first; a missing or empty variable is a configuration error."""
+        env = os.environ if environ is None else environ
+        raw = env.get(self.secrets_env, "")
+        secrets = [s.strip() for s in raw.split(",") if s.strip()]
+        if not secrets:
+            raise ConfigError(
+                f"webhook source {self.name!r}: environment variable {self.secrets_env} holds no secret"
+            )
+        return secrets
+
+    def create_scheme(self, environ: dict[str, str] | None = None) -> SignatureScheme:
+        """The signature scheme with its secrets from the environment."""
+        from ingest.webhooks.signature import create_scheme
+
+        options: dict[str, Any] = {
+            "secrets": self.secrets(environ),
+            "tolerance_seconds": self.tolerance_seconds,
+        }
+        if self.signature is not None:
+            options |= self.signature.model_dump()
+        if self.event_id is not None:
+            options |= {
+                "event_id_header": self.event_id.header,
+                "event_id_pointer": self.event_id.pointer,
+            }
+        return create_scheme(self.scheme, **options)
+
+
+# Other kinds (s3, stripe, salesforce) join this union as their modules land.
+SourceSpec = RestSourceSpec | WebhookSourceSpec
+_KINDS: dict[str, type[RestSourceSpec] | type[WebhookSourceSpec]] = {
+    "rest": RestSourceSpec,
+    "webhook": WebhookSourceSpec,
+}
 
 
 def _documents(path: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -213,13 +327,15 @@ def load_sources(path: Path) -> dict[str, SourceSpec]:
     problems: list[str] = []
     for file, item in _documents(path):
         kind = item.get("kind")
-        if kind != "rest":
+        model = _KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
             problems.append(
-                f"{file}: source {item.get('name', '?')!r}: unknown kind {kind!r} (known: rest)"
+                f"{file}: source {item.get('name', '?')!r}: unknown kind {kind!r} "
+                f"(known: {', '.join(_KINDS)})"
             )
             continue
         try:
-            spec = RestSourceSpec.model_validate(item)
+            spec = model.model_validate(item)
         except ValidationError as exc:
             for error in exc.errors():
                 where = ".".join(str(p) for p in error["loc"])
