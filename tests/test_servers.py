@@ -23,7 +23,7 @@ def _settings(**overrides: str) -> Settings:
 
 
 def test_receiver_ready_only_when_postgres_answers() -> None:
-    with serve_in_thread(create_receiver_app(_settings())) as url:
+    with serve_in_thread(create_receiver_app(_settings(), sources={})) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{url}/readyz").status_code == 200
         # Unknown sources are refused before anything is read or stored.
@@ -33,7 +33,7 @@ def test_receiver_ready_only_when_postgres_answers() -> None:
             in httpx.get(f"{url}/metrics").text
         )
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    with serve_in_thread(create_receiver_app(_settings(database_url=dead))) as url:
+    with serve_in_thread(create_receiver_app(_settings(database_url=dead), sources={})) as url:
         response = httpx.get(f"{url}/readyz")
         assert response.status_code == 503
         assert response.json()["reason"] == "database unreachable"

@@ -403,13 +403,77 @@ def serve_mock_api(
 def serve_receiver(
     host: Host = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (each with its own inbox writer).")
+    ] = 1,
 ) -> None:
-    """The webhook receiver: POST /webhooks/{source}, /healthz, /readyz, /metrics."""
+    """The webhook receiver: POST /webhooks/{source}, /healthz, /readyz, /metrics.
+
+    Sources are the `kind: webhook` entries of INGEST_SOURCES_DIR; their secrets come from the
+    variables they name. A delivery is answered 2xx only once it is committed in PostgreSQL.
+    """
     import uvicorn
 
-    from ingest.webhooks.app import create_app
+    from ingest.webhooks.app import webhook_sources
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    settings = _settings_with_database()
+    try:
+        sources = webhook_sources(settings)
+    except IngestError as exc:
+        raise _fail(str(exc), code=2) from exc
+    names = ", ".join(sorted(sources)) or "none (add kind: webhook sources)"
+    console.print(f"receiver on http://{host}:{port} — webhook sources: {names}")
+    uvicorn.run(
+        "ingest.webhooks.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@app.command("relay")
+def relay(
+    workers: Annotated[
+        int, typer.Option(min=1, help="Relay threads; they share the outbox (SKIP LOCKED).")
+    ] = 2,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Stop once nothing is due instead of polling forever.")
+    ] = False,
+) -> None:
+    """Move committed webhook events from the outbox to their landing tables (at least once, idempotent)."""
+    import signal
+    import threading
+
+    import psycopg
+
+    from ingest.state.migrate import migrate
+    from ingest.webhooks.inbox import run_relay
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    migrate(settings.database_url, schema=settings.db_schema)
+    stop = threading.Event()
+    if not drain:
+        # SIGTERM (docker stop, Kubernetes) ends the loop after the batch in flight.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(f"relay: {workers} workers on {settings.db_schema}.outbox; Ctrl-C stops")
+    try:
+        delivered = run_relay(
+            settings.database_url,
+            schema=settings.db_schema,
+            landing_schema=settings.landing_schema,
+            workers=workers,
+            stop=None if drain else stop,
+            drain=drain,
+        )
+    except KeyboardInterrupt:
+        stop.set()
+        raise typer.Exit(130) from None
+    except (psycopg.Error, IngestError) as exc:
+        raise _fail(f"relay failed: {exc}") from exc
+    out.print(f"relayed {delivered} event(s) to {settings.landing_schema}")
 
 
 @serve_app.command("metrics")

@@ -106,7 +106,8 @@ def test_bad_duration() -> None:
 
 def test_committed_example_sources_are_valid() -> None:
     specs = load_sources(Path(__file__).resolve().parents[2] / "sources")
-    assert "customers" in specs
+    assert specs["customers"].kind == "rest"
+    assert specs["payments"].kind == "webhook"
 
 
 WEBHOOKS = """

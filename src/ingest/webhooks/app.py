@@ -1,73 +1,369 @@
 """The webhook receiver's app factory (wiring).
 
-Health, readiness and metrics are here from the start so the receiver can be deployed and probed;
-``POST /webhooks/{source}`` answers 404 for any source not configured as a webhook source.
+One request, in order: known source (404) → body within the limit (413) → signature over the raw
+bytes (401) → JSON (400, raw body dead-lettered) → event id → bloom filter → durable write → 2xx.
+The primitives come from the module 02 notebooks: ``signature`` (schemes), ``dedup`` (generational
+bloom filter, confirmed against PostgreSQL) and ``inbox`` (group commit into ``webhook_events`` and
+the outbox). A 2xx is only ever sent after the COMMIT that made the event durable; when PostgreSQL
+cannot commit, the answer is 503 with ``Retry-After`` and the sender delivers again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import psycopg
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from ingest.errors import ConfigError, DataError, IngestError
 from ingest.settings import Settings, get_settings
+from ingest.sources.spec import WebhookSourceSpec, load_sources
+from ingest.state.db import connect
+from ingest.state.dlq import DeadLetterQueue, redact_headers
+from ingest.webhooks.dedup import (
+    Deduplicator,
+    GenerationalBloom,
+    event_id_for,
+    rebuild_from_postgres,
+)
+from ingest.webhooks.inbox import DatabaseUnavailable, GroupCommitter, InboundEvent
+from ingest.webhooks.signature import SignatureError, SignatureScheme
 
-__all__ = ["SettingsDep", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ReceiverConfig", "Source", "create_app", "webhook_sources"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # Stripe's events are a few KiB; GitHub caps payloads at 25 MB
+_UNKNOWN = "unknown"  # the metrics label for sources that are not configured (bounded cardinality)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+@dataclass(frozen=True)
+class Source:
+    """A configured webhook source, ready to verify: its spec and its scheme with the secrets."""
+
+    spec: WebhookSourceSpec
+    scheme: SignatureScheme
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
+@dataclass
+class ReceiverConfig:
+    """What the receiver needs beyond ``Settings``; tests inject clocks and sizes here."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bloom_capacity: int = 1_000_000  # events per generation (a day by default) at 0.1 %
+    clock: Callable[[], float] = time.time
+    committer_options: Mapping[str, Any] | None = None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The receiver, configured by ``settings`` (default: ``get_settings()``)."""
-    app = FastAPI(title="ingest webhook receiver", version="0.1.0")
+def webhook_sources(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, Source]:
+    """The webhook sources in ``settings.sources_dir`` with their schemes (secrets from the environment).
+
+    A missing secret variable is a configuration error, raised here at start-up rather than as a
+    401 for every delivery.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not settings.sources_dir.exists():
+        return {}
+    specs = load_sources(settings.sources_dir)
+    return {
+        name: Source(spec, spec.create_scheme(env))
+        for name, spec in specs.items()
+        if isinstance(spec, WebhookSourceSpec)
+    }
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "ingest_webhook_events",
+            "Webhook deliveries by source and result.",
+            ["source", "result"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "ingest_webhook_request_seconds",
+            "Time from request to answer, by source and result.",
+            ["source", "result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+
+
+class _DedupCollector(Collector):
+    """The bloom filter's and the group commit's own counters, read at scrape time."""
+
+    def __init__(self, dedup: Deduplicator, committer: GroupCommitter) -> None:
+        self.dedup, self.committer = dedup, committer
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.dedup
+        counters = {
+            "ingest_webhook_bloom_checks": ("Bloom filter lookups.", d.checks),
+            "ingest_webhook_bloom_hits": ('Bloom filter "maybe seen" answers.', d.hits),
+            "ingest_webhook_bloom_false_positives": (
+                '"Maybe seen" answers that PostgreSQL did not confirm: new events, not dropped.',
+                d.false_positives,
+            ),
+            "ingest_webhook_duplicates_confirmed": (
+                "Duplicates confirmed against the durable unique key.",
+                d.confirmed_duplicates + d.missed_duplicates,
+            ),
+            "ingest_webhook_commits": (
+                "Transactions that committed webhook events (group commit).",
+                self.committer.stats.transactions,
+            ),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "ingest_webhook_bloom_bytes",
+            "Memory held by the bloom filter.",
+            value=d.bloom.size_bytes,
+        )
+
+
+def _answer(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _unavailable(retry_after: float) -> JSONResponse:
+    seconds = str(max(1, math.ceil(retry_after)))
+    return _answer(503, "temporarily unable to store events", {"Retry-After": seconds})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _event_type(payload: Any, pointer: str | None) -> str | None:
+    """The event type at ``pointer`` (``/type``), if the body has a string there."""
+    if pointer is None:
+        return None
+    node = payload
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node if isinstance(node, str) else None
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Stored durably (new), or a duplicate of a stored event."},
+    400: {"description": "Authentic, but not JSON; the raw body is kept as a dead letter."},
+    401: {"description": "Missing, malformed, wrong or stale signature."},
+    404: {"description": "No webhook source of that name."},
+    413: {"description": "Body over the receiver's limit."},
+    503: {"description": "PostgreSQL cannot commit now; retry after `Retry-After` seconds."},
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sources: Mapping[str, Source] | None = None,
+    config: ReceiverConfig | None = None,
+) -> FastAPI:
+    """The receiver, configured by ``settings`` (default: ``get_settings()``).
+
+    ``sources`` defaults to the webhook sources of ``settings.sources_dir``. The inbox writer,
+    the bloom filter (rebuilt from PostgreSQL) and the metrics live as long as the app.
+    """
+    cfg = settings or get_settings()
+    options = config or ReceiverConfig()
+    configured = dict(sources) if sources is not None else webhook_sources(cfg)
+    if not cfg.database_url:
+        raise ConfigError("the receiver needs PostgreSQL: set INGEST_DATABASE_URL")
+    database_url: str = cfg.database_url
     registry = CollectorRegistry()
-    events = Counter(
-        "ingest_webhook_events",
-        "Webhook deliveries by source and result.",
-        ["source", "result"],
-        registry=registry,
+    metrics = _Metrics(registry)
+    dedup = Deduplicator(GenerationalBloom(options.bloom_capacity, clock=options.clock))
+    committer = GroupCommitter(
+        database_url, schema=cfg.db_schema, **dict(options.committer_options or {})
+    )
+    registry.register(_DedupCollector(dedup, committer))
+    dlq = DeadLetterQueue(database_url, schema=cfg.db_schema)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(_rebuild, dedup, database_url, cfg.db_schema)
+        await committer.start()
+        try:
+            yield
+        finally:
+            await committer.aclose()
+
+    app = FastAPI(
+        title="ingest webhook receiver",
+        version="0.1.0",
+        summary="Verifies, deduplicates and durably stores signed webhook deliveries.",
+        lifespan=lifespan,
     )
     app.state.registry = registry
-    app.state.settings = settings or get_settings()
+    app.state.settings = cfg
+    app.state.dedup = dedup
+    app.state.committer = committer
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="The process is up.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz(cfg: SettingsDep) -> JSONResponse:
-        if not cfg.database_url:
-            return JSONResponse(
-                {"status": "unavailable", "reason": "no database configured"}, status_code=503
-            )
+    @app.get(
+        "/readyz",
+        summary="PostgreSQL answers: deliveries can be made durable.",
+        responses={503: {"description": "PostgreSQL is unreachable."}},
+    )
+    async def readyz() -> JSONResponse:
         try:
-            await asyncio.to_thread(_ping_database, cfg.database_url)
+            await asyncio.to_thread(_ping_database, database_url)
         except psycopg.Error:
             return JSONResponse(
                 {"status": "unavailable", "reason": "database unreachable"}, status_code=503
             )
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    @app.get("/metrics", summary="Prometheus metrics.")
+    async def prometheus() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/webhooks/{source}", status_code=202)
-    async def receive(source: str) -> JSONResponse:
-        events.labels(source="unknown", result="unknown_source").inc()
-        return JSONResponse({"detail": "unknown source"}, status_code=404)
+    @app.post(
+        "/webhooks/{source}",
+        summary="Receive one signed webhook delivery.",
+        responses=_RESPONSES,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def receive(source: str, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        known = configured.get(source)
+        label = source if known is not None else _UNKNOWN
+        result, response = await _receive(request, source, known)
+        metrics.events.labels(source=label, result=result).inc()
+        metrics.latency.labels(source=label, result=result).observe(time.perf_counter() - started)
+        return response
+
+    async def _receive(
+        request: Request, name: str, source: Source | None
+    ) -> tuple[str, JSONResponse]:
+        if source is None:
+            return "unknown_source", _answer(404, "unknown source")
+        try:
+            body = await _read_body(request, options.max_body_bytes)
+        except _TooLarge:
+            return "too_large", _answer(413, "body too large")
+        now = datetime.fromtimestamp(options.clock(), UTC)
+        try:
+            source.scheme.verify(request.headers, body, now=now)
+        except SignatureError as exc:
+            return "unauthorized", _answer(401, exc.reason)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return await _dead_letter(name, request, body, "body is not valid JSON")
+        event_id = event_id_for(source.scheme, request.headers, body)
+        try:
+            if dedup.check(name, event_id):
+                duplicate = await committer.exists(name, event_id)
+                dedup.record_confirmation(duplicate=duplicate)
+                if duplicate:
+                    return "duplicate", JSONResponse({"status": "duplicate", "id": event_id})
+            event = InboundEvent(
+                source=name,
+                event_id=event_id,
+                event_type=_event_type(payload, source.spec.event_type_pointer),
+                headers=redact_headers(request.headers),
+                payload=body,
+                received_at=now,
+            )
+            inserted = await committer.write(event)
+        except DatabaseUnavailable as exc:
+            return "unavailable", _unavailable(exc.retry_after)
+        except DataError as exc:
+            # Authentic JSON that PostgreSQL's jsonb refuses (a \u0000 in a string, say).
+            return await _dead_letter(name, request, body, f"body cannot be stored: {exc}")
+        if not inserted:
+            dedup.record_missed_duplicate()
+            return "duplicate", JSONResponse({"status": "duplicate", "id": event_id})
+        dedup.remember(name, event_id, at=now.timestamp())
+        return "accepted", JSONResponse({"status": "accepted", "id": event_id})
+
+    async def _dead_letter(
+        name: str, request: Request, body: bytes, reason: str
+    ) -> tuple[str, JSONResponse]:
+        try:
+            await asyncio.to_thread(
+                dlq.put,
+                source=name,
+                kind="webhook",
+                reason=reason,
+                error_class="DataError",
+                payload=body,
+                context={"headers": redact_headers(request.headers)},
+            )
+        except (psycopg.Error, IngestError):
+            # Not kept yet: the sender must try again rather than hear "bad request" and drop it.
+            return "unavailable", _unavailable(1.0)
+        return "invalid_json", _answer(400, reason.split(":")[0])
 
     return app
+
+
+def _rebuild(dedup: Deduplicator, database_url: str, schema: str) -> None:
+    """Refill the bloom filter from the events of its window, so a restart opens no hole.
+
+    Without PostgreSQL the receiver still starts with an empty filter: every delivery is then
+    checked by the unique key on insert, which is slower for duplicates but never wrong.
+    """
+    try:
+        with connect(database_url, schema=schema) as conn:
+            loaded = rebuild_from_postgres(dedup, conn)
+    except (psycopg.Error, IngestError) as exc:
+        _log.warning("bloom filter not rebuilt (starting empty): %s", exc)
+        return
+    _log.info("bloom filter rebuilt from %d stored events", loaded)
 
 
 def _ping_database(url: str) -> None:
