@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "webhook_events",
     "outbox",
     "s3_objects",
+    "s3_drops",
     "load_log",
     "schema_versions",
 }
