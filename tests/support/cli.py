@@ -11,10 +11,18 @@ from collections.abc import Mapping
 def ingest(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``ingest ARGS…`` (as ``python -m ingest``) and capture its output; never raises on exit codes."""
+    """Run ``ingest ARGS…`` (as ``python -m ingest``) and capture its output; never raises on exit codes.
+
+    Colour forcing is dropped (Jupyter's kernel sets it for every child): tests read plain text.
+    """
+    environ = {
+        k: v
+        for k, v in (os.environ if env is None else env).items()
+        if k not in {"FORCE_COLOR", "CLICOLOR_FORCE"}
+    }
     return subprocess.run(
         [sys.executable, "-m", "ingest", *args],
-        env=dict(os.environ if env is None else env),
+        env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,

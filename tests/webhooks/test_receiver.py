@@ -398,3 +398,24 @@ def test_serve_receiver_refuses_to_start_without_a_sources_secrets(tmp_path: Any
     started = ingest("serve", "receiver", "--port", str(free_port()), env=env, timeout=60)
     assert started.returncode == 2
     assert "HOOKS_TEST_SECRETS holds no secret" in started.stderr
+
+
+def test_a_sender_that_hangs_up_mid_body_is_counted_and_stores_nothing(
+    receiver: Receiver,
+) -> None:
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    address = urlsplit(receiver.url)
+    with socket.create_connection((address.hostname, address.port)) as raw:
+        raw.sendall(
+            b"POST /webhooks/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"id": "ev'
+        )
+    events = 'ingest_webhook_events_total{result="client_disconnected",source="payments"}'
+    deadline = time.monotonic() + 10
+    while receiver.metric(events) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receiver.metric(events) == 1
+    assert receiver.rows("webhook_events") == []

@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 
 from ingest.errors import ConfigError, DataError, IngestError
 from ingest.settings import Settings, get_settings
@@ -294,6 +295,9 @@ def create_app(
             body = await _read_body(request, options.max_body_bytes)
         except _TooLarge:
             return "too_large", _answer(413, "body too large")
+        except ClientDisconnect:
+            # The sender gave up mid-body: nothing to verify or store, and nobody to answer.
+            return "client_disconnected", _answer(400, "client disconnected")
         now = datetime.fromtimestamp(options.clock(), UTC)
         try:
             source.scheme.verify(request.headers, body, now=now)
