@@ -229,6 +229,29 @@ PLANS: dict[str, Plan] = {
     "09-rest-runner": Plan(
         keep=names("policy_for client_for _max_cursor prefetch _log_start _log_finish"),
     ),
+    "09b-parallel-runs": Plan(
+        keep=names("""
+            _check_share _count StridedOffsetPaginator.init_request
+            StridedPageNumberPaginator.init_request pagination_type in_transaction merge_batch
+            _incremental_cursor _share_of _until _tag _pull_share _worker_main _sum_into
+            _supervise _in_one_process run_parallel
+        """),
+        hints={
+            "StridedOffsetPaginator.update_state": (
+                "after a full page, jump ``workers`` pages ahead (offset += workers * limit); stop"
+                " on a short or empty page, or past the total"
+            ),
+            "StridedPageNumberPaginator.update_state": (
+                "after a full page, jump ``workers`` pages ahead; stop on a short or empty page,"
+                " past the total or past maximum_page"
+            ),
+            "split_pagination": (
+                "one strided paginator per worker for offset and page-number pagination; None when"
+                " each page names the next (cursor, Link, next-URL) or there is one page"
+            ),
+            "_highest": "the watermark the run may advance to: the newest cursor any worker committed",
+        },
+    ),
 }
 
 

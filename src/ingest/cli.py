@@ -172,7 +172,12 @@ def run(
     ] = False,
     workers: Annotated[
         int,
-        typer.Option(min=1, help="Processes; sources run in parallel, sharing each Redis bucket."),
+        typer.Option(
+            min=1,
+            help="Processes. Several sources run side by side; one source has its pages split"
+            " across the processes (offset and page-number pagination; others run in one)."
+            " All share each source's Redis bucket.",
+        ),
     ] = 1,
 ) -> None:
     """Pull sources into their landing tables (resumable; safe to re-run)."""
@@ -214,7 +219,7 @@ def run(
             results = list(pool.map(_run_source, names))
     else:
         try:
-            results = [_run_source(name, show_progress=True) for name in names]
+            results = [_run_source(name, show_progress=True, workers=workers) for name in names]
         except IngestError as exc:  # a source that cannot even start: its config or environment
             raise _fail(str(exc), code=2) from exc
     out.print(_results_table(results))
@@ -225,7 +230,8 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_source(name: str, show_progress: bool = False) -> RunResult:
+def _run_source(name: str, show_progress: bool = False, workers: int = 1) -> RunResult:
+    """Run one source; with ``workers > 1``, its pages split across that many processes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.sources.rest import run_rest_source
@@ -259,6 +265,17 @@ def _run_source(name: str, show_progress: bool = False) -> RunResult:
                 description=f"{name}: page {partial.pages}, records",
             )
 
+        if workers > 1:
+            from ingest.sources.parallel import run_parallel
+
+            # One bar for all the workers: each of their batches reports the summed totals.
+            return run_parallel(
+                spec,
+                workers=workers,
+                on_progress=lambda partial: on_page(None, partial),
+                on_notice=lambda notice: console.print(f"[yellow]{notice}[/]"),
+                **kwargs,  # type: ignore[arg-type]
+            )
         return run_rest_source(spec, on_page=on_page, **kwargs)  # type: ignore[arg-type]
 
 
