@@ -227,7 +227,7 @@ PLANS: dict[str, Plan] = {
     ),
     "08-assembled-client": Plan(keep=names("build_client")),
     "09-rest-runner": Plan(
-        keep=names("policy_for client_for _max_cursor prefetch _log_start _log_finish"),
+        keep=names("policy_for client_for _max_cursor prefetch relaxed_gc _log_start _log_finish"),
     ),
     "09b-parallel-runs": Plan(
         keep=names("""

@@ -621,6 +621,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                          'ingest/sources/rest.py'),
                                      'ingest.sources.rest.prefetch': ( '01-retry-client/09-rest-runner.html#prefetch',
                                                                        'ingest/sources/rest.py'),
+                                     'ingest.sources.rest.relaxed_gc': ( '01-retry-client/09-rest-runner.html#relaxed_gc',
+                                                                         'ingest/sources/rest.py'),
                                      'ingest.sources.rest.run_rest_source': ( '01-retry-client/09-rest-runner.html#run_rest_source',
                                                                               'ingest/sources/rest.py')},
             'ingest.state.dlq': { 'ingest.state.dlq.CapturedRequest': ( '01-retry-client/06b-dlq.html#capturedrequest',
