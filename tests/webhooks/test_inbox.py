@@ -131,7 +131,7 @@ def via(database_url: str, port: int) -> str:
 
 def target_of(database_url: str) -> tuple[str, int]:
     params = conninfo_to_dict(database_url)
-    return str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
+    return str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))
 
 
 async def eventually(attempt: Callable[[], Awaitable[T]], *, within: float = 20.0) -> T:

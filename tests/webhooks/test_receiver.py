@@ -419,3 +419,12 @@ def test_a_sender_that_hangs_up_mid_body_is_counted_and_stores_nothing(
         time.sleep(0.05)
     assert receiver.metric(events) == 1
     assert receiver.rows("webhook_events") == []
+
+
+def test_an_event_id_postgres_cannot_index_is_400_and_kept(receiver: Receiver) -> None:
+    event_id = "evt_" + "x" * 600
+    body = _stripe_event(event_id)
+    answer = receiver.post("payments", body, _stripe_headers(body))
+    assert (answer.status_code, answer.json()) == (400, {"detail": "event id unusable"})
+    assert receiver.rows("dead_letters", "source, kind") == [("payments", "webhook")]
+    assert receiver.rows("webhook_events") == []

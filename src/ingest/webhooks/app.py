@@ -50,11 +50,21 @@ from ingest.webhooks.dedup import (
 from ingest.webhooks.inbox import DatabaseUnavailable, GroupCommitter, InboundEvent
 from ingest.webhooks.signature import SignatureError, SignatureScheme
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ReceiverConfig", "Source", "create_app", "webhook_sources"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "MAX_EVENT_ID_LENGTH",
+    "ReceiverConfig",
+    "Source",
+    "create_app",
+    "webhook_sources",
+]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # Stripe's events are a few KiB; GitHub caps payloads at 25 MB
+# Senders' ids are short (Stripe's `evt_…` ~30 characters). PostgreSQL cannot index a key over
+# ~2.7 kB, and a row it cannot store must be bad input (400), never an outage (503, retried for days).
+MAX_EVENT_ID_LENGTH = 512
 _UNKNOWN = "unknown"  # the metrics label for sources that are not configured (bounded cardinality)
 
 
@@ -308,6 +318,14 @@ def create_app(
         except orjson.JSONDecodeError:
             return await _dead_letter(name, request, body, "body is not valid JSON")
         event_id = event_id_for(source.scheme, request.headers, body)
+        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
+            return await _dead_letter(
+                name,
+                request,
+                body,
+                f"event id unusable: over {MAX_EVENT_ID_LENGTH} characters or NUL",
+                result="bad_event_id",
+            )
         try:
             if dedup.check(name, event_id):
                 duplicate = await committer.exists(name, event_id)
@@ -327,7 +345,9 @@ def create_app(
             return "unavailable", _unavailable(exc.retry_after)
         except DataError as exc:
             # Authentic JSON that PostgreSQL's jsonb refuses (a \u0000 in a string, say).
-            return await _dead_letter(name, request, body, f"body cannot be stored: {exc}")
+            return await _dead_letter(
+                name, request, body, f"body cannot be stored: {exc}", result="unstorable"
+            )
         if not inserted:
             dedup.record_missed_duplicate()
             return "duplicate", JSONResponse({"status": "duplicate", "id": event_id})
@@ -335,7 +355,7 @@ def create_app(
         return "accepted", JSONResponse({"status": "accepted", "id": event_id})
 
     async def _dead_letter(
-        name: str, request: Request, body: bytes, reason: str
+        name: str, request: Request, body: bytes, reason: str, result: str = "invalid_json"
     ) -> tuple[str, JSONResponse]:
         try:
             await asyncio.to_thread(
@@ -350,7 +370,7 @@ def create_app(
         except (psycopg.Error, IngestError):
             # Not kept yet: the sender must try again rather than hear "bad request" and drop it.
             return "unavailable", _unavailable(1.0)
-        return "invalid_json", _answer(400, reason.split(":")[0])
+        return result, _answer(400, reason.split(":")[0])
 
     return app
 
