@@ -14,6 +14,9 @@ from rich.table import Table
 from ingest.errors import IngestError
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from ingest.s3.loader import S3RunResult
     from ingest.settings import Settings
     from ingest.sources.rest import RunResult
     from ingest.stack import ServiceStatus, Stack
@@ -230,16 +233,60 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_source(name: str, show_progress: bool = False, workers: int = 1) -> RunResult:
-    """Run one source; with ``workers > 1``, its pages split across that many processes."""
+def _run_source(
+    name: str, show_progress: bool = False, workers: int = 1
+) -> RunResult | S3RunResult:
+    """Run one source; with ``workers > 1``, a REST source's pages split across the processes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.sources.rest import run_rest_source
-    from ingest.sources.spec import RestSourceSpec, load_sources
+    from ingest.sources.spec import RestSourceSpec, S3SourceSpec, load_sources
 
     settings = _settings_with_database()
     spec = load_sources(settings.sources_dir)[name]
     assert settings.database_url is not None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    if isinstance(spec, S3SourceSpec):
+        from functools import partial
+
+        from rich.markup import escape
+
+        from ingest.s3.loader import run_s3_source
+
+        if workers > 1:
+            console.print(
+                f"[yellow]{name}: an s3 source runs one loader per process; run `ingest run"
+                f" {name}` in more processes to share its objects[/]"
+            )
+        run_s3 = partial(
+            run_s3_source,
+            spec,
+            database_url=settings.database_url,
+            state_schema=settings.db_schema,
+            landing_schema=settings.landing_schema,
+        )
+        if not show_progress:
+            s3_result = run_s3()
+        else:
+            with Progress(*columns, console=console, transient=True) as progress:
+                objects = progress.add_task(f"{name}: objects", total=None)
+                rows = progress.add_task(f"{name}: rows", total=None)
+
+                def on_s3_progress(partial: S3RunResult) -> None:
+                    progress.update(
+                        objects, total=partial.pending or None, completed=partial.objects
+                    )
+                    progress.update(rows, completed=partial.rows + partial.rows_in_progress)
+
+                s3_result = run_s3(on_progress=on_s3_progress)
+        for key, reason in s3_result.quarantined_files:
+            console.print(f"[yellow]{name}: quarantined {escape(key)}:[/] {escape(reason)}")
+        return s3_result
     assert isinstance(spec, RestSourceSpec), spec.kind
     kwargs = {
         "database_url": settings.database_url,
@@ -249,12 +296,6 @@ def _run_source(name: str, show_progress: bool = False, workers: int = 1) -> Run
     }
     if not show_progress:
         return run_rest_source(spec, **kwargs)  # type: ignore[arg-type]
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(f"{name}: records", total=None)
 
@@ -279,7 +320,18 @@ def _run_source(name: str, show_progress: bool = False, workers: int = 1) -> Run
         return run_rest_source(spec, on_page=on_page, **kwargs)  # type: ignore[arg-type]
 
 
-def _results_table(results: list[RunResult]) -> Table:
+def _results_table(results: list[RunResult | S3RunResult]) -> RenderableType:
+    from rich.console import Group
+
+    from ingest.s3.loader import S3RunResult
+
+    rest = [r for r in results if not isinstance(r, S3RunResult)]
+    s3 = [r for r in results if isinstance(r, S3RunResult)]
+    tables = ([_rest_table(rest)] if rest else []) + ([_s3_table(s3)] if s3 else [])
+    return Group(*tables)
+
+
+def _rest_table(results: list[RunResult]) -> Table:
     table = Table(title="ingest run")
     headers = (
         "source",
@@ -309,6 +361,41 @@ def _results_table(results: list[RunResult]) -> Table:
             str(r.retries),
             str(r.dead_letters),
             r.watermark or "-",
+            f"{r.seconds:.2f}",
+        )
+    return table
+
+
+def _s3_table(results: list[S3RunResult]) -> Table:
+    table = Table(title="ingest run: s3 sources")
+    headers = (
+        "source",
+        "status",
+        "objects loaded",
+        "quarantined",
+        "failed",
+        "rows",
+        "bad rows",
+        "drops ready",
+        "waiting",
+        "overdue",
+        "seconds",
+    )
+    for header in headers:
+        table.add_column(header, justify="left" if header in {"source", "status"} else "right")
+    for r in results:
+        colour = "green" if r.status == "succeeded" else "red"
+        table.add_row(
+            r.source,
+            f"[{colour}]{r.status}[/]",
+            str(r.loaded),
+            f"[yellow]{r.quarantined}[/]" if r.quarantined else "0",
+            str(r.failed),
+            str(r.rows),
+            str(r.bad_rows),
+            str(r.drops_ready),
+            str(r.drops_waiting),
+            f"[yellow]{r.drops_overdue}[/]" if r.drops_overdue else "0",
             f"{r.seconds:.2f}",
         )
     return table
@@ -598,6 +685,127 @@ def demo() -> None:
     except IngestError as exc:
         raise _fail(str(exc)) from exc
     out.print(summary)
+
+
+# -- s3 ----------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ingest.s3.parsers import BadRow, Parsed
+
+s3_app = typer.Typer(help="S3 batch drops: the files partners drop.", no_args_is_help=True)
+app.add_typer(s3_app, name="s3")
+
+_BAD_ROW_SAMPLES = 5
+
+
+@s3_app.command("parse")
+def s3_parse(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The data file to parse.")
+    ],
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv, json, ndjson or parquet (default: by extension, else sniffed)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    max_bad_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of bad rows above which the file is refused."),
+    ] = 0.01,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="CSV encoding (default: UTF-8, or UTF-16 by its BOM).")
+    ] = None,
+) -> None:
+    """Parse a data file as the S3 loader would: its format, columns, rows and bad rows.
+
+    Exit 0 when it parses, 1 when it is unreadable or has too many bad rows, 2 on bad usage.
+    """
+    import json
+
+    from rich.markup import escape
+
+    from ingest.errors import ConfigError
+    from ingest.s3.parsers import FORMATS, ParseError, ParseOptions, parse
+
+    if file_format is not None and file_format not in FORMATS:
+        raise _fail(f"unknown format {file_format!r}; known: {', '.join(FORMATS)}", code=2)
+    try:
+        options = ParseOptions(
+            delimiter=delimiter, encoding=encoding, max_bad_fraction=max_bad_fraction
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc), code=2) from exc
+    parsed: Parsed | None = None
+    samples: list[BadRow] = []
+    error: str | None = None
+    try:
+        parsed = parse(file, format=file_format, options=options)
+        with parsed:
+            for _ in parsed:
+                # Keep a few for the report and let the rest go, as a loader would.
+                samples += parsed.pop_bad_rows()[: _BAD_ROW_SAMPLES - len(samples)]
+    except ParseError as exc:
+        error = exc.reason
+    if parsed is not None:
+        samples += parsed.pop_bad_rows()[: _BAD_ROW_SAMPLES - len(samples)]
+    if as_json:
+        typer.echo(json.dumps(_parse_summary(file, parsed, samples, error)))
+    elif parsed is not None:
+        _print_parse_summary(file, parsed, samples)
+    if error is not None:
+        raise _fail(escape(error))
+
+
+def _fields(parsed: Parsed | None) -> list[pa.Field]:
+    return list(parsed.schema) if parsed is not None and parsed.schema is not None else []
+
+
+def _is_json_text(field: pa.Field) -> bool:
+    from ingest.s3.parsers import JSONB
+
+    return bool(field.metadata) and field.metadata.items() >= JSONB.items()
+
+
+def _parse_summary(
+    file: Path, parsed: Parsed | None, samples: list[BadRow], error: str | None
+) -> dict[str, object]:
+    fields = _fields(parsed)
+    return {
+        "file": file.name,
+        "format": parsed.format if parsed else None,
+        "compression": parsed.compression if parsed else None,
+        "rows": parsed.rows if parsed else 0,
+        "columns": [f.name for f in fields],
+        "types": [str(f.type) for f in fields],
+        "json_columns": [f.name for f in fields if _is_json_text(f)],
+        "bad_rows": parsed.bad_row_count if parsed else 0,
+        "bad_row_samples": [
+            {"line": b.line, "raw": b.raw.decode("utf-8", "replace"), "reason": b.reason}
+            for b in samples
+        ],
+        "error": error,
+    }
+
+
+def _print_parse_summary(file: Path, parsed: Parsed, samples: list[BadRow]) -> None:
+    fields = _fields(parsed)
+    described = parsed.format + (f" ({parsed.compression})" if parsed.compression else "")
+    typer.echo(
+        f"{file.name}: {described}, {len(fields)} columns, "
+        f"{parsed.rows} rows, {parsed.bad_row_count} bad rows"
+    )
+    width = max((len(f.name) for f in fields), default=0)
+    for f in fields:
+        typer.echo(f"  {f.name:{width}}  {f.type}{' (json)' if _is_json_text(f) else ''}")
+    if samples:
+        typer.echo(f"bad rows (first {len(samples)} of {parsed.bad_row_count}):")
+        for bad in samples:
+            typer.echo(f"  line {bad.line}: {bad.reason}: {bad.raw[:120]!r}")
 
 
 def main() -> None:

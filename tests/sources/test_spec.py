@@ -51,7 +51,7 @@ def test_every_problem_is_reported_with_file_and_field(tmp_path: Path) -> None:
     assert "a.yaml: source 'customers': primary_key" in message
     assert "b.yaml: source 'Bad-Name': name" in message
     assert "b.yaml: source 'Bad-Name': extra" in message
-    assert "c.yaml: source 's3thing': unknown kind 'ftp' (known: rest, webhook)" in message
+    assert "c.yaml: source 's3thing': unknown kind 'ftp' (known: rest, webhook, s3)" in message
 
 
 def test_duplicate_names_and_bad_yaml(tmp_path: Path) -> None:
@@ -185,3 +185,21 @@ def test_bad_webhook_sources_are_refused_with_the_field_named(
     with pytest.raises(ConfigError, match=message) as info:
         load_sources(tmp_path)
     assert "bad.yaml: source 'hooks'" in str(info.value)
+
+
+def test_an_s3_source_loads_with_its_defaults(tmp_path: Path) -> None:
+    from ingest.sources.spec import S3SourceSpec
+
+    (tmp_path / "orders.yaml").write_text(
+        "name: orders\nkind: s3\nbucket: partner-drops\nprefix: drops\n"
+        "primary_key: [order_id]\noverdue_after: 2h\n"
+    )
+    spec = load_sources(tmp_path)["orders"]
+    assert isinstance(spec, S3SourceSpec)
+    assert (spec.bucket, spec.prefix, spec.table) == ("partner-drops", "drops/", "orders")
+    assert spec.overdue_after == timedelta(hours=2)
+    assert (spec.format, spec.max_bad_fraction, spec.endpoint_url_env) == (
+        None,
+        0.01,
+        "INGEST_S3_ENDPOINT_URL",
+    )

@@ -36,6 +36,7 @@ __all__ = [
     "RateLimitSpec",
     "RestSourceSpec",
     "RetrySpec",
+    "S3SourceSpec",
     "SignatureSpec",
     "SourceSpec",
     "WebhookEventIdSpec",
@@ -290,11 +291,43 @@ class WebhookSourceSpec(_SourceBase):
         return create_scheme(self.scheme, **options)
 
 
-# Other kinds (s3, stripe, salesforce) join this union as their modules land.
-SourceSpec = RestSourceSpec | WebhookSourceSpec
-_KINDS: dict[str, type[RestSourceSpec] | type[WebhookSourceSpec]] = {
+class S3SourceSpec(_SourceBase):
+    """Batch drops in a bucket: ``<prefix><drop id>/`` with ``_manifest.json`` or ``_SUCCESS``."""
+
+    kind: Literal["s3"]
+    bucket: str
+    prefix: str = ""
+    format: Literal["csv", "json", "ndjson", "parquet"] | None = Field(
+        None, description="Default: by extension, else sniffed from the first bytes."
+    )
+    delimiter: str | None = Field(None, description="CSV delimiter; default: sniffed.")
+    encoding: str | None = Field(None, description="CSV text encoding; default UTF-8.")
+    primary_key: list[str] = Field(min_length=1)
+    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    overdue_after: Duration = timedelta(hours=6)
+    lease_seconds: float = Field(60.0, gt=0)
+    endpoint_url_env: str = Field(
+        "INGEST_S3_ENDPOINT_URL", description="Variable holding the S3 endpoint (unset: AWS)."
+    )
+
+    @field_validator("overdue_after", mode="before")
+    @classmethod
+    def _overdue(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # A drop is one path segment under the prefix, so the prefix names a folder.
+        return value if not value or value.endswith("/") else value + "/"
+
+
+# Other kinds (stripe, salesforce) join this union as their modules land.
+SourceSpec = RestSourceSpec | WebhookSourceSpec | S3SourceSpec
+_KINDS: dict[str, type[SourceSpec]] = {
     "rest": RestSourceSpec,
     "webhook": WebhookSourceSpec,
+    "s3": S3SourceSpec,
 }
 
 
