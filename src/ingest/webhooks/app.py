@@ -51,7 +51,7 @@ from ingest.webhooks.dedup import (
     rebuild_from_postgres,
 )
 from ingest.webhooks.inbox import DatabaseUnavailable, GroupCommitter, InboundEvent
-from ingest.webhooks.signature import SignatureError, SignatureScheme
+from ingest.webhooks.signature import SignatureError, SignatureScheme, _json_pointer
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -210,15 +210,11 @@ def _event_type(payload: Any, pointer: str | None) -> str | None:
     """The event type at ``pointer`` (``/type``), if the body has a string there."""
     if pointer is None:
         return None
-    node = payload
-    for part in pointer.split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
+    try:
+        # The signature module's RFC 6901 resolver, the one that finds hmac-sha256 event ids.
+        node = _json_pointer(payload, pointer)
+    except LookupError:
+        return None
     return node if isinstance(node, str) else None
 
 
