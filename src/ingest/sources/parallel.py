@@ -26,17 +26,17 @@ import pyarrow as pa
 import tenacity
 from psycopg import errors as pg_errors
 
-from ..errors import ConfigError, DataError, IngestError
+from ..errors import ConfigError, IngestError
 from ingest.http.paginate import (
     BasePaginator,
     OffsetPaginator,
     Page,
     PageNumberPaginator,
+    _count_at,
     create_paginator,
     decode_json,
     paginate,
     parse_path,
-    select_path,
 )
 from ..http.retry import AttemptInfo
 from ..load.postgres import LandingTable, MergeResult, merge_arrow, records_to_arrow
@@ -67,9 +67,6 @@ _T = TypeVar("_T")
 _logger = logging.getLogger(__name__)
 
 # %% ../../../notebooks/01-retry-client/09b-parallel-runs.ipynb #c07
-_MISSING: Any = object()
-
-
 def _check_share(owner: str, worker: object, workers: object) -> tuple[int, int]:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{owner}: workers must be an integer >= 1, got {workers!r}")
@@ -80,16 +77,7 @@ def _check_share(owner: str, worker: object, workers: object) -> tuple[int, int]
 
 def _count(owner: str, response: httpx.Response, path: str) -> int | None:
     """The count at ``path`` in the body (``None`` if null), checked as the base paginators do."""
-    value = select_path(decode_json(response), parse_path(path), _MISSING)
-    if value is _MISSING:
-        raise ConfigError(f"{owner}: total_path {path!r} is not in the response")
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DataError(f"{owner}: total_path {path!r} is not a count: {value!r}")
-    return value
+    return _count_at(owner, "total_path", decode_json(response), parse_path(path), path)
 
 # %% ../../../notebooks/01-retry-client/09b-parallel-runs.ipynb #c08
 class StridedOffsetPaginator(OffsetPaginator):
