@@ -284,6 +284,63 @@ def test_chunks_are_cut_where_pyarrow_would_cut_records(tmp_path: Path) -> None:
     assert table.equals(native)
 
 
+# Chunks after the first end at a guess (the last line break of a block); a wrong guess is found by
+# the end mark and cut again exactly. These files make most guesses wrong.
+def multiline_records(count: int, *, bad_every: int = 0) -> tuple[str, list[int]]:
+    """A CSV whose values span many lines, with a short bad record every ``bad_every``; the
+    record numbers (header = 1) of the bad ones."""
+    lines, bad = ["id,note,n"], []
+    for i in range(1, count + 1):
+        if bad_every and i % bad_every == 0:
+            lines.append(f"{i},short")
+            bad.append(i + 1)
+        else:
+            lines.append(f'{i},"' + "a line of the note\n" * (i % 7 + 1) + f'end",{i}')
+    return "\n".join(lines) + "\n", bad
+
+
+def test_wrong_guesses_keep_every_row_and_bad_row_numbers(tmp_path: Path) -> None:
+    text, bad = multiline_records(3000, bad_every=97)
+    path = write(tmp_path, "notes.csv", text.encode())
+    native = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+        ),
+    )
+    table, parsed = read(path, options=ParseOptions(block_size=4096, max_bad_fraction=1.0))
+    assert table.equals(native)
+    assert [b.line for b in parsed.bad_rows] == bad
+    assert all(b.reason == "expected 3 fields, got 2" for b in parsed.bad_rows)
+
+
+def test_one_column_files_with_line_breaks_in_values(tmp_path: Path) -> None:
+    # With one column, a one-field end mark would be a row: the mark has two fields there.
+    text = "note\n" + "".join(f'"note {i}\nsecond line"\n' for i in range(5000))
+    path = write(tmp_path, "one.csv", text.encode())
+    table, parsed = read(path, options=ParseOptions(block_size=4096))
+    assert table.column("note").to_pylist() == [f"note {i}\nsecond line" for i in range(5000)]
+    assert parsed.bad_row_count == 0
+
+
+def test_a_line_that_reads_like_the_end_mark_is_an_ordinary_bad_row(tmp_path: Path) -> None:
+    rows = [f'{i},"x\ny",{i}' for i in range(1, 2001)]
+    rows[1499] = parsers._END_MARK  # record 1501 of the file, one field
+    path = write(tmp_path, "mark.csv", ("id,note,n\n" + "\n".join(rows) + "\n").encode())
+    table, parsed = read(path, options=ParseOptions(block_size=4096, max_bad_fraction=1.0))
+    assert table.num_rows == 1999
+    assert [(b.line, b.raw) for b in parsed.bad_rows] == [(1501, parsers._END_MARK.encode())]
+
+
+def test_a_file_ending_inside_a_quoted_value_reads_as_pyarrow_reads_it(tmp_path: Path) -> None:
+    records = "".join(f'{i},"' + "a line\n" * (i % 7 + 1) + '"\n' for i in range(1, 1001))
+    path = write(tmp_path, "cut.csv", ("id,note\n" + records + '1001,"never closed\nline').encode())
+    native = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    table, _ = read(path, options=ParseOptions(block_size=4096))
+    assert table.equals(native)
+    assert table.column("note").to_pylist()[-1] == "never closed\nline"
+
+
 def test_carriage_returns_alone_end_records(tmp_path: Path) -> None:
     text = "id,name\r" + "".join(f'{i},"n\r{i}"\r' for i in range(2000))
     table, _ = read(

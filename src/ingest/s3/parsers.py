@@ -571,7 +571,10 @@ class _CsvChunker:
             b"[" + re.escape(bytes([self._quote, self._delimiter])) + b"\r\n]"
         )
 
-    def chunks(self, stream: pa.NativeFile) -> Iterator[bytes | memoryview]:
+    def chunks(self, stream: pa.NativeFile, *, exact: bool = True) -> Iterator[bytes | memoryview]:
+        """Whole records, about a block at a time. ``exact=False`` cuts after the block's last
+        line break without looking at quotes: a *guess*, wrong when that line break is inside a
+        quoted value, which the reader finds out (see ``_CsvReader``) while parsing anyway."""
         carry, first = b"", True
         while True:
             data = stream.read(max(self._block_size, len(carry)))  # grows for a long record
@@ -587,10 +590,14 @@ class _CsvChunker:
                     yield carry  # the last record, with or without its newline
                 return
             buf = carry + data
-            cut = self._last_record_end(buf)
+            cut = self._last_record_end(buf) if exact else self._guess(buf)
             if cut:
                 yield memoryview(buf)[:cut]  # no copy
             carry = buf[cut:]
+
+    def _guess(self, buf: bytes) -> int:
+        """After the last line break; where there is none, the lexer's exact answer."""
+        return buf.rfind(b"\n") + 1 or self._lex(buf)
 
     def _last_record_end(self, buf: bytes) -> int:
         """Where the last whole record in ``buf`` ends (0: none yet); ``buf`` starts a record."""
@@ -695,6 +702,9 @@ def _csv_record(values: list[Any], delimiter: str, quote_char: str) -> bytes:
 
 # %% ../../../notebooks/02-webhooks-s3/06-parsers.ipynb #c32
 CSV_THREADS = min(4, os.cpu_count() or 1)
+# Appended to a chunk whose end was guessed: a record of its own if the guess was right, part of
+# a quoted value if it was wrong. Letters only, so no delimiter or quote can be inside it.
+_END_MARK = "ingestchunkend"
 _T = TypeVar("_T")
 
 
@@ -748,14 +758,17 @@ class _CsvChunk:
     converted: bool
     invalid: list[tuple[int | None, str, str]]  # (record number in the chunk, text, reason)
     header: bool
+    whole: bool = True  # False: the chunk's guessed end was inside a quoted value
 
 
 class _CsvReader:
     """CSV → Arrow: pyarrow's ``read_csv`` on chunks of whole records, several at a time.
 
-    The first chunk, header included, fixes the column names and the types pyarrow infers. Every
-    later chunk is read with those types pinned, on a small thread pool (pyarrow parses without
-    the GIL), and its batches come out in file order. A chunk where a value does not fit its
+    The first chunk, header included, fixes the column names and the types pyarrow infers; its end
+    is exact. Every later chunk ends at a guess (the last line break of its block), is read with
+    the types pinned on a small thread pool (pyarrow parses without the GIL), and proves its guess
+    by the end mark it is read with. A chunk whose guess was wrong is joined to the next one and
+    read again; the batches come out in file order. A chunk where a value does not fit its
     column's type is read again with every column as raw bytes and converted here, setting aside
     only the rows that do not convert. Rows with the wrong number of fields are set aside by
     pyarrow's ``invalid_row_handler``, with their record number and text.
@@ -783,47 +796,110 @@ class _CsvReader:
         )
         self.schema: pa.Schema | None = None
         self._records = 0  # records (header included) in the chunks already yielded
+        self._chunker = _CsvChunker(
+            self.delimiter, options.quote_char, self.encoding, options.block_size
+        )
+        self._end_mark: str | None = None  # set once the number of columns is known
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        chunker = _CsvChunker(
-            self.delimiter, self._options.quote_char, self.encoding, self._options.block_size
-        )
+        # Without line breaks in values every line break ends a record: any cut is exact.
+        exact = not self._options.newlines_in_values
         with self._input.open(self._compression) as stream:
-            chunks = _read_ahead(chunker.chunks(stream), depth=CSV_THREADS)
+            chunks = _read_ahead(self._chunker.chunks(stream, exact=exact), depth=CSV_THREADS)
             try:
                 yield from self._parse(chunks)
             finally:
                 chunks.close()  # stops the reading thread before the stream closes
 
     def _parse(self, chunks: Iterator[bytes | memoryview]) -> Iterator[pa.RecordBatch]:
-        first = next(chunks, None)
+        first, chunks = self._first_chunk(chunks)
         if first is None:
             return
         result = self._read_first(first)
         assert self.schema is not None
+        if self._options.newlines_in_values:
+            # A record of one field, or of two where the file has one column: never a row.
+            self._end_mark = _END_MARK + (self.delimiter + _END_MARK) * (len(self.schema) == 1)
         yield pa.RecordBatch.from_pylist([], schema=self.schema)  # the columns, even with no rows
         yield from self._emit(result)
         pool = ThreadPoolExecutor(CSV_THREADS, thread_name_prefix="csv")
         try:
-            pending: collections.deque[Future[_CsvChunk]] = collections.deque()
+            pending: collections.deque[tuple[bytes | memoryview, Future[_CsvChunk]]]
+            pending = collections.deque()
             for chunk in chunks:
-                pending.append(pool.submit(self._read_chunk, chunk))
+                pending.append((chunk, pool.submit(self._read_chunk, chunk)))
                 if len(pending) > CSV_THREADS:  # a bounded window: memory stays bounded
-                    yield from self._emit(pending.popleft().result())
+                    yield from self._emit(self._settle(pending, chunks, pool))
             while pending:
-                yield from self._emit(pending.popleft().result())
+                yield from self._emit(self._settle(pending, chunks, pool))
         finally:
             pool.shutdown(cancel_futures=True)
 
+    def _first_chunk(
+        self, chunks: Iterator[bytes | memoryview]
+    ) -> tuple[bytes | None, Iterator[bytes | memoryview]]:
+        """The first chunk cut exactly (it is read without an end mark, to infer the types), and
+        the chunks after it: what follows its exact end is one of them, ending at a guess."""
+        buf = b""
+        for chunk in chunks:
+            buf += chunk
+            if end := self._chunker._last_record_end(buf):
+                rest = [buf[end:]] if end < len(buf) else []
+                return buf[:end], itertools.chain(rest, chunks)
+        return buf or None, chunks
+
+    def _settle(
+        self,
+        pending: collections.deque[tuple[bytes | memoryview, Future[_CsvChunk]]],
+        chunks: Iterator[bytes | memoryview],
+        pool: ThreadPoolExecutor,
+    ) -> _CsvChunk:
+        """The oldest chunk read. If its guessed end was wrong, it is cut exactly instead, and
+        what follows the exact end goes to the front of the line, joined with the next chunk
+        (which starts inside the quoted value, so its rows are not rows)."""
+        chunk, future = pending.popleft()
+        result = future.result()
+        if result.whole:
+            return result
+
+        def following() -> bytes | memoryview | None:
+            if pending:
+                later, reading = pending.popleft()
+                reading.cancel()
+                return later
+            return next(chunks, None)
+
+        chunk = bytes(chunk)
+        while not (end := self._chunker._last_record_end(chunk)):  # a record longer than it
+            if (more := following()) is None:
+                # The file itself ends inside a quoted value: read it as pyarrow reads an end.
+                return self._read_chunk(chunk, mark=False)
+            chunk += more
+        if rest := chunk[end:]:
+            more = following()
+            rest += more or b""
+            pending.appendleft((rest, pool.submit(self._read_chunk, rest, mark=more is not None)))
+        return self._read_chunk(chunk[:end], mark=False)
+
     def _read(
-        self, chunk: bytes | memoryview, *, first: bool, types: pa.Schema | pa.DataType | None
-    ) -> tuple[pa.Table, list[tuple[int | None, str, str]]]:
+        self,
+        chunk: bytes | memoryview,
+        *,
+        first: bool,
+        types: pa.Schema | pa.DataType | None,
+        mark: str | None = None,
+    ) -> tuple[pa.Table, list[tuple[int | None, str, str]], bool]:
+        """Read one chunk; with ``mark``, also whether the chunk ended at a record end."""
         invalid: list[tuple[int | None, str, str]] = []
 
         def on_invalid_row(row: Any) -> str:
             reason = f"expected {row.expected_columns} fields, got {row.actual_columns}"
             invalid.append((row.number, row.text, reason))
             return "skip"
+
+        if mark is not None:
+            line_end = b"" if bytes(chunk[-1:]) in (b"\n", b"\r") else b"\n"
+            chunk = bytes(chunk) + line_end + mark.encode() + b"\n"
 
         assert first or self.schema is not None
         names = None if first else self.schema.names  # type: ignore[union-attr]
@@ -849,10 +925,16 @@ class _CsvReader:
                 decimal_point=self.decimal_point, column_types=types
             ),
         )
-        return table, invalid
+        if mark is None:
+            return table, invalid, True
+        # The mark is the chunk's last record (so its last bad row) exactly when the chunk ended
+        # at a record end; a line of the file that reads like the mark is an ordinary bad row.
+        last = first * self._options.header + table.num_rows + len(invalid)
+        whole = bool(invalid) and invalid[-1][:2] == (last, mark)
+        return table, invalid[:-1] if whole else invalid, whole
 
     def _read_first(self, chunk: bytes | memoryview) -> _CsvChunk:
-        table, invalid = self._read(chunk, first=True, types=None)
+        table, invalid, _ = self._read(chunk, first=True, types=None)
         # A column empty in the whole first chunk has no type yet (null), and one that is not
         # UTF-8 there is binary: both are text.
         self.schema = pa.schema(
@@ -865,17 +947,23 @@ class _CsvReader:
             return _CsvChunk(table, True, invalid, header=self._options.header)
         return self._read_chunk(chunk, first=True)
 
-    def _read_chunk(self, chunk: bytes | memoryview, first: bool = False) -> _CsvChunk:
-        """Read one chunk with the pinned types; as raw bytes when a value does not fit them."""
+    def _read_chunk(
+        self, chunk: bytes | memoryview, first: bool = False, *, mark: bool = True
+    ) -> _CsvChunk:
+        """Read one chunk with the pinned types; as raw bytes when a value does not fit them.
+
+        A chunk after the first is read with the end mark (if any) unless ``mark`` is false.
+        """
         header = first and self._options.header  # the chunk starts with the header row
+        end_mark = self._end_mark if mark and not first else None
         try:
-            table, invalid = self._read(chunk, first=first, types=self.schema)
-            return _CsvChunk(table, True, invalid, header)
+            table, invalid, whole = self._read(chunk, first=first, types=self.schema, mark=end_mark)
+            return _CsvChunk(table, True, invalid, header, whole)
         except pa.ArrowInvalid as exc:
             if "conversion error" not in str(exc):
                 raise
-        table, invalid = self._read(chunk, first=first, types=pa.binary())
-        return _CsvChunk(table, False, invalid, header)
+        table, invalid, whole = self._read(chunk, first=first, types=pa.binary(), mark=end_mark)
+        return _CsvChunk(table, False, invalid, header, whole)
 
     def _emit(self, chunk: _CsvChunk) -> Iterator[pa.RecordBatch]:
         """Report the chunk's bad rows with their record numbers in the file; yield its rows."""
