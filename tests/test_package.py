@@ -61,7 +61,7 @@ def test_generated_modules_name_an_existing_notebook() -> None:
 
 
 @pytest.mark.parametrize(
-    "hand_written", ["cli.py", "settings.py", "stack.py", "errors.py", "demo.py"]
+    "hand_written", ["cli.py", "settings.py", "stack.py", "errors.py", "demo/__init__.py"]
 )
 def test_wiring_modules_are_hand_written(hand_written: str) -> None:
     assert not GENERATED.search((SRC / hand_written).read_text())

@@ -7,7 +7,10 @@ Modules:
 - `ingest.datagen.s3`: S3 batch drops: data files laid out under the keys they get in a bucket, plus the truth.
 - `ingest.datagen.saas`: A small SaaS export: Stripe list-customers pages and a Salesforce Bulk API 2.0 query result.
 - `ingest.datagen.webhooks`: Webhook deliveries, unsigned: what a receiver would be sent, in delivery order.
-- `ingest.demo`: ``ingest demo``: the stack, the state schema and one REST source, end to end.
+- `ingest.demo.rest`: Step 1: a paginated REST source through the mock API with faults on, by ``ingest run``'s runner.
+- `ingest.demo.s3`: Step 2: the committed sample drops into a bucket, then into PostgreSQL by ``ingest run``'s loader.
+- `ingest.demo.summary`: What the demo reports: one line per source, counted from the tables, and the summary table.
+- `ingest.demo.webhooks`: Step 3: the sample webhook deliveries, signed by the vendors' SDKs, into the real receiver.
 - `ingest.errors`: One exception tree for the whole package.
 - `ingest.metrics_app`: ``ingest serve metrics``: a Prometheus exporter for the stack and the load log (wiring).
 - `ingest.mockapi.admin`: Control routes under ``/_admin``: configure a run, reset it, read its counters and log.
