@@ -2,7 +2,7 @@
 #
 # Two images from one file:
 #   target `app` (the last stage, so a plain `docker build .` gives it): the `ingest` CLI, installed
-#     from uv.lock. docker-compose.yml runs mock-api, receiver, metrics and migrate from it.
+#     from uv.lock. docker-compose.yml runs mock-api, receiver, relay, metrics and migrate from it.
 #   target `airflow`: apache/airflow with the project installed, because the DAG factory imports
 #     `ingest` and LocalExecutor tasks run inside the Airflow container.
 

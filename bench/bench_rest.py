@@ -122,7 +122,8 @@ def dlt_run(url: str, page: int, database_url: str) -> tuple[int, float] | None:
     # dlt insists on a password even where the server trusts the client; one it ignores will do.
     credentials = httpx.URL(database_url)
     if not credentials.password:
-        credentials = credentials.copy_with(password="unused")
+        # copy_with(password=) alone drops the user name, and dlt would log in as the OS user.
+        credentials = credentials.copy_with(username=credentials.username, password="unused")
     source = rest_api_source(
         {
             "client": {

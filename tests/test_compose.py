@@ -5,26 +5,42 @@ in those files without a container ever starting is checked instead — the comp
 official Compose Specification schema (``tests/data/compose-spec.json``), the wiring between services
 (health checks, ``depends_on``, URLs, scrape targets, dashboards), and every command an app container
 runs against the project's real CLI, so that renaming a command or an option breaks this test rather
-than ``docker compose up``.
+than ``docker compose up``. The app containers' health probes are run here for real, against the
+apps they probe and the session's PostgreSQL; the receiver's webhook secrets and the buckets the S3
+sources use are checked against ``sources/``, the demo and the README.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jsonschema
+import psycopg
 import pytest
 import typer
 import yaml
 from jsonschema.protocols import Validator
+from psycopg import sql
+
+from ingest.netutil import free_port
+from ingest.webhooks.app import create_app as create_receiver_app
+from tests.support.servers import serve_in_thread
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ingest.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -41,6 +57,9 @@ GRAFANA_DASHBOARDS = GRAFANA_DIR / "dashboards"
 APP_STAGE = "app"
 APP_ENTRYPOINT = ["ingest"]
 MIGRATE_SERVICE = "migrate"
+BUCKETS_SERVICE = "minio-init"
+SOURCES_DIR = ROOT / "sources"
+README = ROOT / "README.md"
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -244,6 +263,16 @@ def _exec_form(args: str) -> list[str]:
 APP_SERVICES = sorted(name for name, service in SERVICES.items() if _is_app_service(service))
 
 
+def _served_app(name: str) -> tuple[str, str] | None:
+    """The ``ingest serve X`` an app service runs, or None when it serves no HTTP."""
+    argv = _argv(SERVICES[name].get("command"))
+    return (argv[0], argv[1]) if len(argv) > 1 and argv[0] == "serve" else None
+
+
+# The app services that answer HTTP: their health checks probe a route, Prometheus scrapes them.
+HTTP_SERVICES = [name for name in APP_SERVICES if _served_app(name) is not None]
+
+
 # -- (a) the compose file is valid Compose ----------------------------------------------------------
 
 
@@ -337,23 +366,17 @@ def test_depends_on_has_no_cycle() -> None:
         visit(name, ())
 
 
-def test_app_services_start_after_the_migration() -> None:
+def test_app_services_start_after_the_migration_and_the_buckets() -> None:
     assert MIGRATE_SERVICE in APP_SERVICES
     assert _argv(SERVICES[MIGRATE_SERVICE].get("command")) == ["db", "migrate"]
+    assert _is_one_shot(SERVICES[BUCKETS_SERVICE])
     for name in APP_SERVICES:
         if name != MIGRATE_SERVICE:
-            assert (
-                _depends_on(SERVICES[name]).get(MIGRATE_SERVICE) == "service_completed_successfully"
-            ), name
-
-
-@pytest.mark.parametrize("name", [n for n in APP_SERVICES if not _is_one_shot(SERVICES[n])])
-def test_app_healthcheck_probes_healthz_on_the_served_port(name: str) -> None:
-    service = SERVICES[name]
-    port = _option_value(_argv(service.get("command")), "--port")
-    assert port is not None, f"{name} serves without an explicit --port"
-    probe = " ".join(_argv(service["healthcheck"]["test"]))
-    assert f"127.0.0.1:{port}/healthz" in probe, probe
+            deps = _depends_on(SERVICES[name])
+            for one_shot in (MIGRATE_SERVICE, BUCKETS_SERVICE):
+                assert deps.get(one_shot) == "service_completed_successfully", (
+                    f"{name} must wait for {one_shot} to finish"
+                )
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -521,7 +544,7 @@ def test_prometheus_scrapes_compose_services_on_their_ports() -> None:
                 f"job {job}: {host} does not listen on {port}"
             )
             scraped.add(host)
-    servers = {name for name in APP_SERVICES if not _is_one_shot(SERVICES[name])}
+    servers = {name for name in APP_SERVICES if _served_app(name) is not None}
     assert servers <= scraped, f"app services nobody scrapes: {sorted(servers - scraped)}"
 
 
@@ -658,3 +681,284 @@ def test_build_targets_are_dockerfile_stages(name: str) -> None:
     assert target is None or target in stages, (
         f"{name} builds target {target!r}; stages are {sorted(map(str, stages))}"
     )
+
+
+# -- (f) phase 1: every part runs, its probe works, its secrets and buckets are there -------------
+
+# What phase 1 runs from the app image: the command's leading words → whether it is a one-shot.
+PHASE_ONE_COMMANDS: dict[tuple[str, ...], bool] = {
+    ("db", "migrate"): True,
+    ("serve", "mock-api"): False,
+    ("serve", "receiver"): False,
+    ("relay",): False,
+}
+PHASE_ONE_BACKING = ("postgres", "redis", "minio", BUCKETS_SERVICE)
+
+
+def _service_running(prefix: tuple[str, ...]) -> str:
+    matches = [
+        name
+        for name in APP_SERVICES
+        if tuple(_argv(SERVICES[name].get("command"))[: len(prefix)]) == prefix
+    ]
+    assert len(matches) == 1, f"one service should run `ingest {' '.join(prefix)}`: {matches}"
+    return matches[0]
+
+
+def test_phase_one_runs_every_part() -> None:
+    for name in PHASE_ONE_BACKING:
+        assert name in SERVICES, f"phase 1 needs a {name} service"
+    for prefix, one_shot in PHASE_ONE_COMMANDS.items():
+        name = _service_running(prefix)
+        assert _is_one_shot(SERVICES[name]) == one_shot, (
+            f"{name}: expected {'a one-shot' if one_shot else 'a long-running service'}"
+        )
+
+
+def _container_env(name: str) -> dict[str, str]:
+    env = SERVICES[name].get("environment", {})
+    assert isinstance(env, dict), f"{name}: environment as a mapping, so that it can be checked"
+    return {key: str(value) for key, value in env.items()}
+
+
+def _settings_variables() -> set[str]:
+    from ingest.settings import Settings
+
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    return {f"{prefix}{field}".upper() for field in Settings.model_fields}
+
+
+def _env_names(value: Any) -> Iterator[str]:
+    """Values of every ``*_env`` field in a dumped source spec: the variables the source reads."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.endswith("_env") and isinstance(item, str):
+                yield item
+            else:
+                yield from _env_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _env_names(item)
+
+
+def _source_variables() -> set[str]:
+    """The variables the sources in ./sources name for their URLs and secrets."""
+    from ingest.sources.spec import load_sources
+
+    return {
+        name
+        for spec in load_sources(SOURCES_DIR).values()
+        for name in _env_names(spec.model_dump())
+    }
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_environment_names_are_settings_or_source_variables(name: str) -> None:
+    settings, sources = _settings_variables(), _source_variables()
+    for key in _container_env(name):
+        if key.startswith("INGEST_"):
+            assert key in settings, f"{name}: {key} is not a Settings field ({sorted(settings)})"
+        else:
+            assert key in sources, (
+                f"{name}: {key} is named by no source in sources/ ({sorted(sources)})"
+            )
+
+
+def test_receiver_serves_every_webhook_source_with_its_secrets() -> None:
+    from ingest.settings import Settings
+    from ingest.sources.spec import WebhookSourceSpec, load_sources
+    from ingest.webhooks.app import webhook_sources
+
+    name = _service_running(("serve", "receiver"))
+    env = _container_env(name)
+    assert "INGEST_SOURCES_DIR" in env, f"{name}: INGEST_SOURCES_DIR is not set"
+    mounted = _bind_mounts(SERVICES[name]).get(env["INGEST_SOURCES_DIR"])
+    assert mounted == SOURCES_DIR.relative_to(ROOT).as_posix(), (
+        f"{name}: INGEST_SOURCES_DIR={env['INGEST_SOURCES_DIR']} is not where ./sources is mounted"
+    )
+    # What `ingest serve receiver` does at start-up, with the container's environment: a missing
+    # secret raises here, where the container would exit 2.
+    settings = Settings.from_environ({**env, "INGEST_SOURCES_DIR": str(SOURCES_DIR)})
+    served = webhook_sources(settings, environ=env)
+    expected = {
+        source
+        for source, spec in load_sources(SOURCES_DIR).items()
+        if isinstance(spec, WebhookSourceSpec)
+    }
+    assert expected, "sources/ has no webhook source to serve"
+    assert set(served) == expected
+
+
+def _run_probe(name: str, url: str | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run ``name``'s health check here: its own port replaced by ``url``, `python` by this one."""
+    test = _argv(SERVICES[name]["healthcheck"]["test"])
+    # The app image has no curl and no shell tools worth relying on: the probe is Python.
+    assert test[:2] == ["CMD", "python"], f"{name}: probe with the image's python, in CMD form"
+    argv = [sys.executable, *test[2:]]
+    port = _option_value(_argv(SERVICES[name].get("command")), "--port")
+    if url is not None:
+        own = f"http://127.0.0.1:{port}"
+        assert any(own + "/" in arg for arg in argv), f"{name}: the probe does not call {own}/"
+        argv = [arg.replace(own, url) for arg in argv]
+    completed = subprocess.run(
+        argv, env=dict(env or os.environ), capture_output=True, text=True, timeout=60, check=False
+    )
+    return completed.returncode
+
+
+def _app_for(command: tuple[str, str], settings: Settings) -> FastAPI:
+    """The app ``ingest serve X`` serves, built as the CLI builds it."""
+    if command == ("serve", "mock-api"):
+        from ingest.mockapi.app import create_app as create_mock_api
+
+        return create_mock_api()
+    if command == ("serve", "receiver"):
+        from ingest.webhooks.app import create_app as create_receiver
+
+        return create_receiver(settings, sources={})
+    if command == ("serve", "metrics"):
+        from ingest.metrics_app import create_app as create_metrics
+
+        return create_metrics(settings)
+    raise AssertionError(f"no app known for `ingest {' '.join(command)}`: add it to _app_for")
+
+
+def _session_settings(**overrides: str) -> Settings:
+    from ingest.settings import Settings
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("INGEST_")}
+    env.update({f"INGEST_{k.upper()}": v for k, v in overrides.items()})
+    return Settings.from_environ(env)
+
+
+@pytest.mark.parametrize("name", HTTP_SERVICES)
+def test_http_healthcheck_passes_against_the_app_it_probes(name: str) -> None:
+    command = _served_app(name)
+    assert command is not None
+    assert _option_value(_argv(SERVICES[name].get("command")), "--port"), (
+        f"{name} serves without an explicit --port"
+    )
+    with serve_in_thread(_app_for(command, _session_settings())) as url:
+        assert _run_probe(name, url) == 0
+
+
+def test_receiver_healthcheck_fails_while_postgres_cannot_commit() -> None:
+    # Healthy must mean "a delivery can be stored", not just "the process answers".
+    name = _service_running(("serve", "receiver"))
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    app = create_receiver_app(_session_settings(database_url=dead), sources={})
+    with serve_in_thread(app) as url:
+        assert _run_probe(name, url) != 0
+
+
+def test_relay_healthcheck_is_healthy_while_the_outbox_keeps_up(
+    database_url: str, fresh_schema: str, tmp_path: Path
+) -> None:
+    name = _service_running(("relay",))
+    env = {
+        **os.environ,
+        "INGEST_HOME": str(tmp_path),
+        "INGEST_DATABASE_URL": database_url,
+        "INGEST_DB_SCHEMA": fresh_schema,
+    }
+    assert _run_probe(name, env=env) == 0  # an empty outbox
+
+    def add(event_id: str, due_minutes_ago: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (source, event_id, topic, payload, available_at)"
+                    " VALUES ('payments', %s, 'landing', '{{}}', now() - make_interval(mins => %s))"
+                ).format(sql.Identifier(fresh_schema, "outbox")),
+                (event_id, due_minutes_ago),
+            )
+
+    add("evt_recent", 1)
+    assert _run_probe(name, env=env) == 0  # due, but not for long: the relay may be on it
+    add("evt_stuck", 3)
+    assert _run_probe(name, env=env) == 1  # due for minutes: the relay is not keeping up
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET delivered_at = now()").format(
+                sql.Identifier(fresh_schema, "outbox")
+            )
+        )
+    assert _run_probe(name, env=env) == 0
+    dead = {**env, "INGEST_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    assert _run_probe(name, env=dead) != 0
+
+
+def _created_buckets() -> set[str]:
+    """Buckets the one-shot MinIO client creates, on an alias that points at the minio service."""
+    service = SERVICES[BUCKETS_SERVICE]
+    assert service.get("image", "").startswith("minio/mc:"), f"{BUCKETS_SERVICE} runs minio/mc"
+    assert _depends_on(service).get("minio") == "service_healthy"
+    script = " ".join(_argv(service.get("entrypoint")) + _argv(service.get("command")))
+    calls = [shlex.split(part) for part in re.split(r"&&|;|\n", script)]
+    mc = [argv[argv.index("mc") + 1 :] for argv in calls if "mc" in argv]
+    aliases = {argv[2]: argv[3] for argv in mc if argv[:2] == ["alias", "set"]}
+    assert aliases, f"{BUCKETS_SERVICE}: no `mc alias set`"
+    buckets: set[str] = set()
+    for argv in mc:
+        if argv[:1] != ["mb"]:
+            continue
+        for target in (arg for arg in argv[1:] if not arg.startswith("-")):
+            alias, _, bucket = target.partition("/")
+            endpoint = urlsplit(aliases[alias])
+            assert endpoint.hostname == "minio", f"mc mb {target}: alias {alias} is not minio"
+            assert endpoint.port in _listening_ports(SERVICES["minio"]), aliases[alias]
+            buckets.add(bucket.rstrip("/"))
+    return buckets
+
+
+def _s3_specs(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping) and value.get("kind") == "s3":
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _s3_specs(item)
+
+
+def _buckets_in_use() -> dict[str, str]:
+    """Bucket → who uses it: the S3 sources in ./sources, the demo, and the README's example."""
+    from ingest.demo import DEMO_BUCKET
+    from ingest.sources.spec import S3SourceSpec, load_sources
+
+    used = {
+        spec.bucket: f"sources/{name}"
+        for name, spec in load_sources(SOURCES_DIR).items()
+        if isinstance(spec, S3SourceSpec)
+    }
+    used.setdefault(DEMO_BUCKET, "ingest demo")
+    readme = README.read_text(encoding="utf-8")
+    for block in re.findall(r"^```ya?ml\n(.*?)^```", readme, re.M | re.S):
+        for spec in _s3_specs(yaml.safe_load(block)):
+            used.setdefault(str(spec["bucket"]), "the README's S3 source")
+    return used
+
+
+def test_minio_init_creates_the_buckets_the_s3_sources_use() -> None:
+    created, used = _created_buckets(), _buckets_in_use()
+    assert used, "no S3 source names a bucket; nothing says which bucket compose should create"
+    missing = {bucket: user for bucket, user in used.items() if bucket not in created}
+    assert not missing, f"{BUCKETS_SERVICE} does not create {missing}; it creates {sorted(created)}"
+    assert created <= set(used), f"buckets nothing uses: {sorted(created - set(used))}"
+    minio = SERVICES["minio"]["environment"]
+    env = SERVICES[BUCKETS_SERVICE]["environment"]
+    assert (env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"]) == (
+        minio["MINIO_ROOT_USER"],
+        minio["MINIO_ROOT_PASSWORD"],
+    )
+
+
+@pytest.mark.parametrize("path", _dashboards(), ids=lambda p: p.name)
+def test_dashboard_queries_only_metrics_the_package_exports(path: Path) -> None:
+    # A misspelt metric is a panel that stays empty forever, and nothing else would notice.
+    source = "\n".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "src" / "ingest").rglob("*.py")
+    )
+    queried = set(re.findall(r"\bingest_[a-z0-9_]+", path.read_text(encoding="utf-8")))
+    assert queried, "the dashboard queries no ingest_* metric"
+    for name in sorted(queried):
+        base = re.sub(r"_(bucket|sum|count|total|created)$", "", name)
+        assert f'"{base}"' in source, f"{path.name}: no metric {base!r} in src/ingest"
