@@ -802,10 +802,9 @@ class _CsvReader:
         self._end_mark: str | None = None  # set once the number of columns is known
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        # Without line breaks in values every line break ends a record: any cut is exact.
-        exact = not self._options.newlines_in_values
+        # Guessed cuts; without line breaks in values every guess is right, and none is checked.
         with self._input.open(self._compression) as stream:
-            chunks = _read_ahead(self._chunker.chunks(stream, exact=exact), depth=CSV_THREADS)
+            chunks = _read_ahead(self._chunker.chunks(stream, exact=False), depth=CSV_THREADS)
             try:
                 yield from self._parse(chunks)
             finally:
@@ -899,7 +898,7 @@ class _CsvReader:
 
         if mark is not None:
             line_end = b"" if bytes(chunk[-1:]) in (b"\n", b"\r") else b"\n"
-            chunk = bytes(chunk) + line_end + mark.encode() + b"\n"
+            chunk = b"".join((chunk, line_end, mark.encode(), b"\n"))  # one copy, not four
 
         assert first or self.schema is not None
         names = None if first else self.schema.names  # type: ignore[union-attr]
