@@ -8,7 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test format lint typecheck export export-check pytest stack-up stack-down clean
+.PHONY: venv demo test format lint typecheck export export-check pytest stack-up stack-down clean \
+	checkpoint
 
 # uv lives in a venv of its own so that nothing outside the project is touched.
 $(UV):
@@ -54,6 +55,11 @@ export-check: venv
 pytest: venv
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+
+## One phase's checks: `make checkpoint PHASE=1`; a learner's kit: `make checkpoint PHASE=1 FROM=starter-kit`.
+checkpoint: venv
+	@test -n "$(PHASE)" || { echo "usage: make checkpoint PHASE=n [FROM=starter-kit]" >&2; exit 2; }
+	$(BIN)/ingest checkpoint $(PHASE) $(if $(FROM),--from $(FROM))
 
 stack-up: venv
 	$(BIN)/ingest stack up

@@ -1,18 +1,19 @@
-"""Make the learner's scaffolds of module 01 from its solution notebooks.
+"""Make the learner's scaffolds of modules 01 and 02 from their solution notebooks.
 
 Run from anywhere: ``.venv/bin/python starter-kit/make_scaffolds.py`` rewrites
-``starter-kit/01-retry-client/*.ipynb``; ``--check`` only reports scaffolds that differ from a
-fresh generation (exit 1), ``--out DIR`` writes somewhere else, ``--list`` prints what was stubbed.
+``starter-kit/01-retry-client/*.ipynb`` and ``starter-kit/02-webhooks-s3/*.ipynb``; ``--check``
+only reports scaffolds that differ from a fresh generation (exit 1), ``--out DIR`` writes the
+module folders under ``DIR`` instead, ``--list`` prints what was stubbed.
 
 A scaffold is its solution notebook with the same narrative and cells, and these changes:
 
 * In every export cell (``#| export``, ``#| exporti``, ``#| exports``) the body of each function and
-  method is replaced by ``raise NotImplementedError("TODO(01-NN): ...")``. Imports, constants,
+  method is replaced by ``raise NotImplementedError("TODO(MM-NN): ...")`` (module, notebook). Imports, constants,
   signatures, type hints, decorators and docstrings stay, so the exported module still imports and
   the tests fail on the TODO, not on a missing name. The code is edited as text at the line ranges
   that :mod:`ast` reports, so comments and layout elsewhere in the cell are kept as written.
 * Bodies are kept, not stubbed, when they are plumbing rather than the lesson: the names listed in
-  :data:`PLANS` for that notebook; the construction and display dunders of :data:`ALWAYS_KEEP`
+  :data:`PLANS` for that module and notebook; the construction and display dunders of :data:`ALWAYS_KEEP`
   (they show the learner which attributes exist); and bodies with nothing to implement (only a
   docstring, ``...``, ``pass`` or ``return None``, as in protocols and abstract methods).
 * The TODO text is the notebook's hint for the name if :data:`PLANS` has one, else the first
@@ -44,9 +45,8 @@ from typing import Any
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "notebooks" / "01-retry-client"
-SCAFFOLDS = Path(__file__).resolve().parent / "01-retry-client"
-MODULE = "01"
+NOTEBOOKS = ROOT / "notebooks"  # one folder per module: the solutions
+KIT = Path(__file__).resolve().parent  # the same folders: the scaffolds
 LINE_LENGTH = 100  # the project's ruff line length: long stubs are wrapped the way ruff would
 
 # Dunders whose bodies are construction or display plumbing in every notebook.
@@ -69,9 +69,9 @@ def names(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# One entry per notebook of the module. ``keep`` names plumbing: helpers for messages, parsing,
+# One entry per notebook of module 01. ``keep`` names plumbing: helpers for messages, parsing,
 # validation, SQL round trips and buffering that the narrative explains but does not build.
-PLANS: dict[str, Plan] = {
+PLANS_01: dict[str, Plan] = {
     # Nothing to implement: the local stack is given.
     "00-local-stack": Plan(keep=names("stack_urls")),
     "01-httpx-basics": Plan(
@@ -254,6 +254,134 @@ PLANS: dict[str, Plan] = {
     ),
 }
 
+# Module 02. The lesson is signature verification, the Bloom ring and its durable confirmation,
+# group commit and the outbox relay, drop checks and manifest claims and leases, format detection
+# and bad rows, and the loader's COPY path; ``keep`` names the S3 and SQL plumbing, the readers'
+# buffering and the configuration checks around them.
+PLANS_02: dict[str, Plan] = {
+    # Signing as Stripe and Standard Webhooks senders do is given (the tests sign their deliveries
+    # with it when they are imported); verifying is the exercise.
+    "01-signatures": Plan(
+        keep=names("""
+            _header _parse_unix_seconds _check_config _hmac_sha256 StripeScheme._signature
+            StripeScheme.sign _standard_secret StandardWebhooksScheme._signature
+            StandardWebhooksScheme.sign _json_pointer HmacSha256Scheme._content
+            HmacSha256Scheme._encode HmacSha256Scheme._decode create_scheme
+        """),
+        hints={
+            "_any_match": (
+                "True if `expected` equals any candidate, compared in constant time"
+                " (hmac.compare_digest, no early return)"
+            ),
+        },
+    ),
+    "02-dedup": Plan(
+        keep=names("""
+            event_id_for _check_rate _new_bloom GenerationalBloom.window_seconds
+            GenerationalBloom.size_bytes GenerationalBloom.max_size_bytes
+            GenerationalBloom.live_since GenerationalBloom._slice GenerationalBloom._current_slice
+            dedup_key Deduplicator.record_missed_duplicate
+        """),
+        hints={
+            "GenerationalBloom.__contains__": (
+                "expire old generations, then ask the live ones (newest first) whether they may"
+                " hold `key`"
+            ),
+        },
+    ),
+    "03-inbox-outbox": Plan(
+        keep=names("""
+            InboundEvent.key _Row.encode _set_search_path _Backoff.remaining _Backoff.failed
+            _Backoff.succeeded _WriterConnection.insert _WriterConnection._connection
+            _WriterConnection._unavailable _WriterConnection.close GroupCommitStats.durable
+            _Waiter.key GroupCommitter.__aenter__ GroupCommitter.__aexit__ GroupCommitter.start
+            GroupCommitter._configure GroupCommitter.aclose GroupCommitter.exists
+            GroupCommitter._write_each GroupCommitter._settle GroupCommitter._fail
+            _name_part landing_table_name _ensure_landing _forget_landing _is_row_failure
+            _error_text run_relay _relay_worker
+        """),
+        hints={
+            "_relay_round": (
+                "in one transaction: claim due outbox rows FOR UPDATE SKIP LOCKED, apply them per"
+                " landing table, mark them delivered, and back off the rows that failed"
+            ),
+        },
+    ),
+    # A walk-through of the hand-written receiver: nothing is exported, nothing to implement.
+    "04-receiver": Plan(),
+    "05-s3-manifest": Plan(
+        keep=names("""
+            map_s3_errors ObjectInfo.md5 _object_info list_objects DropManifest.entry
+            DropManifest.to_json _optional _manifest_file parse_manifest DropStatus.problems
+            DropStatus.reason _folder is_data_name read_manifest _db_now DropLog.drops
+            DropLog.manifest_of worker_id ObjectManifest.get ObjectManifest.objects
+            ObjectManifest.summary ScanReport.ready ScanReport.waiting ScanReport.overdue
+        """),
+        hints={
+            "_against_manifest": (
+                "compare the listed objects with the producer manifest: missing, wrong size, wrong"
+                " MD5 and unlisted files; ready only when nothing is missing or wrong"
+            ),
+            "DropLog._track_one": (
+                "upsert the drop's row (waiting_since kept while it waits) and report it overdue"
+                " once, by the scan that sets overdue_at"
+            ),
+            "ObjectManifest._finish": (
+                "set the object's final state, only while `owner` holds the lease; raise LeaseLost"
+                " if it does not"
+            ),
+        },
+    ),
+    "06-parsers": Plan(
+        keep=names("""
+            decompress_head _Borrowed.readable _Borrowed.seekable _Borrowed.readinto
+            _Borrowed.seek _Borrowed.tell _Input._read_head _Input.spool _Input.open _Input.close
+            Parsed._report Parsed.pop_bad_rows Parsed._readers Parsed.__iter__ Parsed._described
+            Parsed.read_all Parsed.close Parsed.__enter__ Parsed.__exit__ _widen parse _text_head
+            _CsvChunker.chunks _CsvChunker._guess _CsvChunker._last_record_end _CsvChunker._plain
+            _CsvChunker._lex _csv_record _read_ahead _CsvReader.batches _CsvReader._parse
+            _CsvReader._read _CsvReader._read_first _CsvReader._first_chunk _CsvReader._settle
+            _CsvReader._emit _CsvReader._why
+            _record_number _JsonChunk.line _JsonChunk.raw _JsonDocument.chunks _JsonDocument._feed
+            _JsonDocument._split _json_kind _JsonReader.batches _JsonReader._pinned
+            _JsonReader._read _JsonReader._whole _JsonReader._by_line _JsonReader._learn
+            _JsonReader._conform _json_default
+        """),
+    ),
+    "07-s3-loader": Plan(
+        keep=names("""
+            s3_client_for S3Body.readable S3Body.close landing_types _numbers
+            LandingWriter._columns LandingWriter.prepare object_context LeaseHeartbeat.__enter__
+            LeaseHeartbeat.__exit__ S3RunResult.objects S3RunResult.add _borrowed
+            S3Loader._load_conn S3Loader._reset S3Loader.close S3Loader.__enter__ S3Loader.__exit__
+            S3Loader.scan S3Loader.claim S3Loader.counts S3Loader.in_flight S3Loader.promised_rows
+            S3Loader.load_next S3Loader._original_bytes S3Loader._quarantine S3Loader._fail
+            run_s3_source _scan _log_start _log_finish
+        """),
+        hints={
+            "S3Body.readinto": (
+                "read into `buffer` from the S3 body; a broken read is a transient ConnectError,"
+                " not a short (corrupt) file"
+            ),
+            "LandingWriter._copy": (
+                "COPY `payload` into the landing table in a savepoint; on a unique violation switch"
+                " to merging and return False"
+            ),
+            "LeaseHeartbeat._run": (
+                "renew the lease every `interval` until stopped; remember LeaseLost and stop, log"
+                " other errors and keep going"
+            ),
+            "S3Loader._load": (
+                "parse the object's body in chunks, land each (bad rows to dead letters), check the"
+                " counts, and mark it loaded in the same transaction"
+            ),
+        },
+    ),
+}
+
+# Module folder (under notebooks/ and starter-kit/) → its notebooks' plans.
+PLANS: dict[str, dict[str, Plan]] = {"01-retry-client": PLANS_01, "02-webhooks-s3": PLANS_02}
+
 
 # -- editing one export cell --------------------------------------------------------------------
 
@@ -365,6 +493,8 @@ class Stub:
 def stub_cell(source: str, *, tag: str, plan: Plan, seen: set[str]) -> tuple[str, list[Stub]]:
     """``source`` of one export cell with every non-kept function body replaced by a TODO.
 
+    ``tag`` is the marker's module and notebook, ``"01-02"`` in ``TODO(01-02): …``.
+
     Adds the qualified names found to ``seen`` (to check ``plan`` against the notebook).
     """
     lines = source.split("\n")
@@ -404,7 +534,7 @@ def stub_cell(source: str, *, tag: str, plan: Plan, seen: set[str]) -> tuple[str
             # A helper added to a solution after PLANS was written: say so, but still stub it.
             print(f"warning: {tag} {qualname}: no docstring and no hint in PLANS", file=sys.stderr)
             summary = "implement it as the narrative above describes"
-        message = f"TODO({MODULE}-{tag}): {qualname} — {summary}"
+        message = f"TODO({tag}): {qualname} — {summary}"
         indent = " " * (docstring or first).col_offset
         edits.append((start, end, _stub_lines(indent, message, _is_generator(func))))
         stubs.append(Stub(qualname, message))
@@ -435,7 +565,7 @@ def _checkpoint_call(source: str) -> ast.Call | None:
     return None
 
 
-def scaffold_checkpoint(source: str, notebook: str) -> str:
+def scaffold_checkpoint(source: str, notebook: str, folder: str) -> str:
     """The checkpoint cell of a scaffold: the solution's tests, checked in a scratch copy."""
     call = _checkpoint_call(source)
     assert call is not None
@@ -461,7 +591,7 @@ def scaffold_checkpoint(source: str, notebook: str) -> str:
         "# Exports THIS notebook (save it first) into a scratch copy of the package, never into",
         "# src/ingest, and runs the tests of what it exports. Jupyter runs a notebook in its own",
         "# folder, so the file name is enough; from the project root use",
-        f"# `.venv/bin/python -m ingest.checkpoint starter-kit/01-retry-client/{notebook}`.",
+        f"# `.venv/bin/python -m ingest.checkpoint starter-kit/{folder}/{notebook}`.",
     ]
     return "\n".join([*before, *comment, call_text, *lines[call.end_lineno :]])
 
@@ -485,15 +615,20 @@ def _writes(nb: Any) -> str:
     return text + "\n"
 
 
+def module_of(folder: str) -> str:
+    """``"02"`` for ``02-webhooks-s3``."""
+    return folder.split("-", 1)[0]
+
+
 def tag_of(name: str) -> str:
     """``"02"`` for ``02-backoff``, ``"05a"`` for ``05a-pagination``."""
     return name.split("-", 1)[0]
 
 
-def scaffold(nb: Any, name: str) -> tuple[Any, list[Stub]]:
-    """The scaffold of solution notebook ``name`` (without ``.ipynb``), and its stubs."""
-    plan = PLANS[name]
-    tag = tag_of(name)
+def scaffold(nb: Any, name: str, folder: str) -> tuple[Any, list[Stub]]:
+    """The scaffold of solution notebook ``folder/name`` (without ``.ipynb``), and its stubs."""
+    plan = PLANS[folder][name]
+    tag = f"{module_of(folder)}-{tag_of(name)}"
     out = copy.deepcopy(nb)
     # Only what the notebook means: no execution timestamps, no interpreter version.
     out.metadata = _node(
@@ -513,7 +648,7 @@ def scaffold(nb: Any, name: str) -> tuple[Any, list[Stub]]:
             cell.source, cell_stubs = stub_cell(cell.source, tag=tag, plan=plan, seen=seen)
             stubs.extend(cell_stubs)
         elif _checkpoint_call(cell.source) is not None:
-            cell.source = scaffold_checkpoint(cell.source, f"{name}.ipynb")
+            cell.source = scaffold_checkpoint(cell.source, f"{name}.ipynb", folder)
             checkpoints += 1
     unknown = sorted(set(plan.keep) - seen) + sorted(set(plan.hints) - seen)
     if unknown:
@@ -523,31 +658,44 @@ def scaffold(nb: Any, name: str) -> tuple[Any, list[Stub]]:
     return out, stubs
 
 
-def generate(out_dir: Path, solutions: Path = SOLUTIONS) -> dict[str, list[Stub]]:
-    """Write every scaffold into ``out_dir``; return the stubs of each notebook."""
-    found = sorted(path.stem for path in solutions.glob("*.ipynb"))
-    if found != sorted(PLANS):
-        raise ValueError(f"PLANS covers {sorted(PLANS)}, the solutions are {found}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def generate(out_dir: Path, solutions: Path = NOTEBOOKS) -> dict[str, list[Stub]]:
+    """Write every module's scaffolds into ``out_dir/<module folder>/``.
+
+    Returns the stubs of each notebook, keyed ``"<module folder>/<notebook>"``.
+    """
     report = {}
-    for name in sorted(PLANS):
-        nb = _read(solutions / f"{name}.ipynb")
-        result, stubs = scaffold(nb, name)
-        (out_dir / f"{name}.ipynb").write_text(_writes(result), encoding="utf-8")
-        report[name] = stubs
+    for folder, plans in PLANS.items():
+        found = sorted(path.stem for path in (solutions / folder).glob("*.ipynb"))
+        if found != sorted(plans):
+            raise ValueError(f"PLANS[{folder!r}] covers {sorted(plans)}, the solutions are {found}")
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        for name in sorted(plans):
+            nb = _read(solutions / folder / f"{name}.ipynb")
+            result, stubs = scaffold(nb, name, folder)
+            (out_dir / folder / f"{name}.ipynb").write_text(_writes(result), encoding="utf-8")
+            report[f"{folder}/{name}"] = stubs
     return report
 
 
 def differences(expected_dir: Path, actual_dir: Path) -> list[str]:
-    """Scaffold file names that are missing, extra or different between the two folders."""
-    expected = {p.name: p.read_bytes() for p in expected_dir.glob("*.ipynb")}
-    actual = {p.name: p.read_bytes() for p in actual_dir.glob("*.ipynb")}
+    """Scaffolds (``<module folder>/<name>.ipynb``) missing, extra or different between two kits."""
+
+    def scaffolds(kit: Path) -> dict[str, bytes]:
+        return {
+            f"{folder}/{path.name}": path.read_bytes()
+            for folder in PLANS
+            for path in (kit / folder).glob("*.ipynb")
+        }
+
+    expected, actual = scaffolds(expected_dir), scaffolds(actual_dir)
     return sorted(n for n in expected.keys() | actual.keys() if expected.get(n) != actual.get(n))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--out", type=Path, default=SCAFFOLDS, help="where to write the scaffolds")
+    parser.add_argument(
+        "--out", type=Path, default=KIT, help="where to write the module folders of scaffolds"
+    )
     parser.add_argument("--check", action="store_true", help="only compare with --out; exit 1")
     parser.add_argument("--list", action="store_true", help="print every stub's TODO")
     args = parser.parse_args(argv)

@@ -672,6 +672,34 @@ def check(
         raise typer.Exit(code)
 
 
+@app.command("checkpoint")
+def checkpoint(
+    phase: Annotated[int, typer.Argument(help="The phase: 1 = modules 01-02.")],
+    from_: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A starter kit (e.g. starter-kit): check its scaffolds in a scratch copy.",
+        ),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Print the phase's notebooks and tests; run nothing.")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this notebook (MODULE/NOTEBOOK) and its tests; repeatable."),
+    ] = None,
+) -> None:
+    """Run exactly one phase's checks: papermill, nbval and the tests of its notebooks."""
+    from ingest.checkpoint import phase_main
+
+    argv = [str(phase), *(["--from", str(from_)] if from_ else []), *(["--list"] if list_ else [])]
+    argv += [arg for name in only or [] for arg in ("--only", name)]
+    code = phase_main(argv)
+    if code:
+        raise typer.Exit(code)
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 
