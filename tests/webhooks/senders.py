@@ -24,15 +24,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import standardwebhooks
-import stripe
 import yaml
 
+from ingest.demo.webhooks import sdk_signature_headers
 from ingest.sources.spec import WebhookSourceSpec
 from ingest.webhooks.app import Source
 from ingest.webhooks.signature import HmacSha256Scheme, StandardWebhooksScheme, StripeScheme
@@ -141,20 +139,13 @@ class SenderSource:
         """The signature headers for one attempt; ``sdk`` uses the vendor's library to sign."""
         if self.scheme == "stripe":
             if sdk:
-                header = stripe.WebhookSignature.generate_signature_header(
-                    body.decode(), self.secret, timestamp=timestamp
-                )
-                return {"Stripe-Signature": header}
+                return sdk_signature_headers("stripe", self.secret, event_id, body, timestamp)
             return StripeScheme([self.secret]).sign(body, timestamp=timestamp)
         if self.scheme == "standard-webhooks":
             if sdk:
-                at = datetime.fromtimestamp(timestamp, UTC)
-                signature = standardwebhooks.Webhook(self.secret).sign(event_id, at, body.decode())
-                return {
-                    "webhook-id": event_id,
-                    "webhook-timestamp": str(timestamp),
-                    "webhook-signature": signature,
-                }
+                return sdk_signature_headers(
+                    "standard-webhooks", self.secret, event_id, body, timestamp
+                )
             return StandardWebhooksScheme([self.secret]).sign(
                 body, msg_id=event_id, timestamp=timestamp
             )

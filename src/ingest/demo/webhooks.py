@@ -34,13 +34,42 @@ from ingest.sources.spec import WebhookSourceSpec
 from ingest.webhooks.app import Source, create_app
 from ingest.webhooks.inbox import landing_table_name, run_relay
 
-__all__ = ["DEMO_WEBHOOK_SCHEMES", "DemoSender", "Sent", "receiver_in_thread", "run_webhook_step"]
+__all__ = [
+    "DEMO_WEBHOOK_SCHEMES",
+    "DemoSender",
+    "Sent",
+    "receiver_in_thread",
+    "run_webhook_step",
+    "sdk_signature_headers",
+]
 
 Scheme = Literal["stripe", "standard-webhooks"]
 
 # The two senders of the sample deliveries and how each signs.
 DEMO_WEBHOOK_SCHEMES: dict[str, Scheme] = {"stripe": "stripe", "acme": "standard-webhooks"}
 _MAX_ATTEMPTS = 5  # per delivery, for 503s (PostgreSQL busy): what a real sender would do
+
+
+def sdk_signature_headers(
+    scheme: Scheme, secret: str, event_id: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """The headers a delivery carries when the vendor's own SDK signs it (imported lazily)."""
+    if scheme == "stripe":
+        import stripe
+
+        header = stripe.WebhookSignature.generate_signature_header(
+            body.decode(), secret, timestamp=timestamp
+        )
+        return {"Stripe-Signature": header}
+    import standardwebhooks
+
+    at = datetime.fromtimestamp(timestamp, UTC)
+    signature = standardwebhooks.Webhook(secret).sign(event_id, at, body.decode())
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+    }
 
 
 def _new_secret(scheme: Scheme) -> str:
@@ -80,22 +109,7 @@ class DemoSender:
 
     def sign(self, event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
         """The signature headers the vendor's own SDK produces for this attempt."""
-        if self.scheme == "stripe":
-            import stripe
-
-            header = stripe.WebhookSignature.generate_signature_header(
-                body.decode(), self.secret, timestamp=timestamp
-            )
-            return {"Stripe-Signature": header}
-        import standardwebhooks
-
-        at = datetime.fromtimestamp(timestamp, UTC)
-        signature = standardwebhooks.Webhook(self.secret).sign(event_id, at, body.decode())
-        return {
-            "webhook-id": event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature,
-        }
+        return sdk_signature_headers(self.scheme, self.secret, event_id, body, timestamp)
 
 
 def _check_sdks() -> None:
