@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import papermill
 import pytest
+
+from ingest.checkpoint import execute_notebook, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(
@@ -30,21 +31,10 @@ def test_there_are_notebooks() -> None:
 def test_notebook_runs_with_service_urls_as_parameters(
     notebook: Path, service_urls: dict[str, str]
 ) -> None:
-    out = ARTIFACTS / notebook.relative_to(ROOT / "notebooks")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "DATABASE_URL": service_urls["INGEST_DATABASE_URL"],
-        "REDIS_URL": service_urls["INGEST_REDIS_URL"],
-        "S3_ENDPOINT_URL": service_urls["INGEST_S3_ENDPOINT_URL"],
-        "MOCK_API_URL": service_urls["INGEST_MOCK_API_URL"],
-    }
-    executed = papermill.execute_notebook(
-        str(notebook),
-        str(out),
-        parameters=parameters,
-        kernel_name="python3",
-        cwd=str(notebook.parent),
-        progress_bar=False,
+    # The same runner and parameters as `ingest checkpoint`'s papermill step.
+    parameters = notebook_parameters(service_urls)
+    executed = execute_notebook(
+        notebook, ARTIFACTS / notebook.relative_to(ROOT / "notebooks"), parameters
     )
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected, f"{notebook.name} has no cell tagged 'parameters'"

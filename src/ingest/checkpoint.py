@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 __all__ = [
     "PHASES",
@@ -47,7 +48,9 @@ __all__ = [
     "StepResult",
     "check_in_scratch",
     "checkpoint_tests",
+    "execute_notebook",
     "main",
+    "notebook_parameters",
     "phase_main",
     "phase_notebooks",
     "phase_of",
@@ -709,36 +712,46 @@ def phase_services() -> Iterator[dict[str, str]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _papermill_step(notebooks: Sequence[Path], root: Path, env: Mapping[str, str]) -> StepResult:
-    import papermill  # type: ignore[import-untyped]
-
-    artifacts = root / "artifacts" / "papermill"
-    _say(
-        f"[1/3] papermill: {len(notebooks)} notebooks, the service URLs as parameters;"
-        f" executed copies in {artifacts.relative_to(root)}/"
-    )
-    parameters = {
+def notebook_parameters(env: Mapping[str, str]) -> dict[str, str]:
+    """The papermill parameters every notebook takes: the service URLs from ``INGEST_*``."""
+    return {
         "DATABASE_URL": env["INGEST_DATABASE_URL"],
         "REDIS_URL": env["INGEST_REDIS_URL"],
         "S3_ENDPOINT_URL": env["INGEST_S3_ENDPOINT_URL"],
         "MOCK_API_URL": env["INGEST_MOCK_API_URL"],
     }
+
+
+def execute_notebook(notebook: Path, out: Path, parameters: Mapping[str, str]) -> Any:
+    """Run ``notebook`` top to bottom with papermill, in its own folder; the executed copy to
+    ``out``. Returns papermill's executed notebook; raises on a failing cell."""
+    import papermill  # type: ignore[import-untyped]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return papermill.execute_notebook(
+        str(notebook),
+        str(out),
+        parameters=dict(parameters),
+        kernel_name="python3",
+        cwd=str(notebook.parent),
+        progress_bar=False,
+    )
+
+
+def _papermill_step(notebooks: Sequence[Path], root: Path, env: Mapping[str, str]) -> StepResult:
+    artifacts = root / "artifacts" / "papermill"
+    _say(
+        f"[1/3] papermill: {len(notebooks)} notebooks, the service URLs as parameters;"
+        f" executed copies in {artifacts.relative_to(root)}/"
+    )
+    parameters = notebook_parameters(env)
     result = StepResult("papermill", 0, 0)
     with _environment(env):
         for index, notebook in enumerate(notebooks, 1):
             name = notebook.relative_to(root / "notebooks")
-            out = artifacts / name
-            out.parent.mkdir(parents=True, exist_ok=True)
             start = time.monotonic()
             try:
-                papermill.execute_notebook(
-                    str(notebook),
-                    str(out),
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(notebook.parent),
-                    progress_bar=False,
-                )
+                execute_notebook(notebook, artifacts / name, parameters)
             except Exception as exc:  # a failing cell, a dead kernel: report it, run the rest
                 ename, evalue = (
                     getattr(exc, "ename", type(exc).__name__),
